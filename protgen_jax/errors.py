@@ -1,0 +1,9 @@
+"""Errors raised on bad user input, before anything is traced."""
+
+
+class DataError(ValueError):
+    """A user-supplied file or argument is unusable.
+
+    The message names the file, the record (line, sequence id or chain) and what is wrong, so the command line
+    can print it as a one-line reason and exit non-zero.
+    """

@@ -1,0 +1,37 @@
+"""Test configuration: fake 8 CPU devices for sharding tests and strict rank promotion.
+
+XLA_FLAGS must be set before JAX is imported anywhere, hence at the top of conftest.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path | None:
+    for candidate in (
+        os.environ.get("PROTGEN_DATA_DIR"),
+        REPO_ROOT.parent / "shared" / "data",
+    ):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (`../shared/data` or $PROTGEN_DATA_DIR); skips if absent."""
+    path = _shared_data_dir()
+    if path is None:
+        pytest.skip("real data folder ../shared/data not found")
+    return path
