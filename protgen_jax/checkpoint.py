@@ -1,0 +1,245 @@
+"""Checkpoints: a small wrapper around orbax's `CheckpointManager`, the only module importing orbax.
+
+A run folder holds one sub-folder per saved step, `<dir>/<step>/{state, metadata}`: `state` is any
+pytree of arrays (e.g. a `protgen_jax.train.TrainState`, whose static fields such as `apply_fn` are
+not saved and come back from the restore target) and `metadata` a JSON dict written alongside
+(config, data digest, ...).
+
+Crash safety. Orbax writes a step into `<dir>/<step>.orbax-checkpoint-tmp/` (older versions append
+`-<timestamp>`) and renames it to `<dir>/<step>/` only once every file is written (an atomic rename
+on a local or POSIX file system; on object stores orbax writes a `commit_success.txt` marker
+instead). A process killed mid-save therefore leaves the previous steps untouched and a temporary
+folder that `latest_step()` ignores; the first `save` of the next `Checkpointer` opened on the
+folder (the resumed run) deletes it (`cleanup_tmp_directories=True`), as does a new save of the same
+step. Saving is synchronous: files exist when `save` returns.
+
+Example:
+    >>> with Checkpointer("/tmp/run/checkpoints", max_to_keep=2) as ckpt:  # doctest: +SKIP
+    ...     ckpt.save(100, state, metadata={"model": "vae"})
+    ...     restored = ckpt.restore_or_none(state)
+    ...     state, metadata = restored if restored is not None else (state, {})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+_STATE = "state"
+_METADATA = "metadata"
+
+
+def save_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write `obj` as JSON to `path` atomically: a temporary file in the same folder + `os.replace`.
+
+    A reader sees either the previous file or the complete new one, never a half-written file.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        obj: a JSON-serialisable object.
+        indent: `json.dump` indentation (None for one line).
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=indent, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _abstract_leaf(leaf: Any) -> Any:
+    """A restore target leaf: arrays become `ShapeDtypeStruct`s that keep (or get) a sharding.
+
+    A concrete `jax.Array` keeps its own sharding; a `ShapeDtypeStruct` without one is placed on the
+    default device; other leaves (NumPy arrays, Python scalars) are passed through.
+    """
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+    return leaf
+
+
+def abstract_target(target: PyTree) -> PyTree:
+    """`target` with every array replaced by a `jax.ShapeDtypeStruct(shape, dtype, sharding)`.
+
+    Restoring onto this places each leaf with the target's sharding, whatever the sharding or device
+    count at save time.
+
+    Args:
+        target: a pytree of `jax.Array` / `jax.ShapeDtypeStruct` (and other leaves, passed through).
+
+    Returns:
+        The abstract pytree, same structure.
+    """
+    return jax.tree.map(_abstract_leaf, target)
+
+
+class Checkpointer:
+    """Keep-the-last-N checkpoints of a pytree state plus a JSON metadata dict, in one folder.
+
+    Args:
+        directory: the checkpoint folder (created if missing).
+        max_to_keep: number of most recent steps kept; older ones are deleted after each save
+            (None keeps all).
+        save_interval_steps: `save` only writes steps that are multiples of this (unless `force`).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_to_keep: int | None = 3,
+        save_interval_steps: int = 1,
+    ) -> None:
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}")
+        if save_interval_steps < 1:
+            raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
+        self.directory = Path(directory).expanduser().resolve()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            save_interval_steps=save_interval_steps,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(_STATE, _METADATA)
+        )
+
+    def save(
+        self,
+        step: int,
+        state: PyTree,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Save `state` and `metadata` as `step`; returns whether a checkpoint was written.
+
+        Nothing is written when `step` is not a multiple of `save_interval_steps` (unless `force`)
+        or when `step` is not above the latest saved step (even with `force`: existing steps are
+        never overwritten and `max_to_keep` always drops the oldest steps). The files are complete
+        on disk when this returns; the oldest steps beyond `max_to_keep` are then deleted.
+
+        Args:
+            step: the training step, an int >= 0.
+            state: any pytree of arrays, e.g. a `TrainState` (its static fields are not saved).
+            metadata: a JSON-serialisable dict saved alongside (empty if None).
+            force: save even if `step` is off the save interval.
+
+        Returns:
+            True if the checkpoint was written.
+
+        Raises:
+            TypeError: `metadata` is not JSON-serialisable (checked before anything is written).
+        """
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        latest = self._manager.latest_step()
+        if latest is not None and step <= latest:
+            return False
+        metadata = dict(metadata or {})
+        json.dumps(metadata)  # fail on the host, before orbax creates any folder
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardSave(state),
+                _METADATA: ocp.args.JsonSave(metadata),
+            }
+        )
+        saved = self._manager.save(step, args=args, force=force)
+        self._manager.wait_until_finished()
+        return bool(saved)
+
+    def latest_step(self) -> int | None:
+        """The most recent complete step in the folder (re-read from disk), or None if none."""
+        self._manager.reload()
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """All complete steps in the folder (re-read from disk), ascending."""
+        self._manager.reload()
+        return sorted(int(s) for s in self._manager.all_steps())
+
+    def restore(self, target: PyTree, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
+        """Restore `(state, metadata)` from `step` (default: the latest) onto `target`'s structure.
+
+        `target` gives the pytree structure, shapes, dtypes and shardings: a concrete state (e.g. a
+        fresh `TrainState.create(...)`, whose static fields are reused) or an abstract one of
+        `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`. Each leaf is placed with the target's
+        sharding, so a checkpoint saved on 8 devices restores onto 1 device and vice versa.
+
+        Args:
+            target: pytree of arrays or `ShapeDtypeStruct`s with the saved state's structure.
+            step: the step to restore; None for the latest.
+
+        Returns:
+            `(state, metadata)`: the restored pytree (same type as `target`) and the metadata dict.
+
+        Raises:
+            FileNotFoundError: there is no checkpoint (or not the requested step) in the folder.
+        """
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise FileNotFoundError(f"no checkpoint found in {self.directory}")
+            step = steps[-1]
+        elif int(step) not in steps:
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.directory} (available: {steps})"
+            )
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardRestore(abstract_target(target)),
+                _METADATA: ocp.args.JsonRestore(),
+            }
+        )
+        restored = self._manager.restore(int(step), args=args)
+        metadata = restored[_METADATA]
+        return restored[_STATE], dict(metadata) if metadata is not None else {}
+
+    def restore_or_none(self, target: PyTree) -> tuple[PyTree, dict[str, Any]] | None:
+        """`restore(target)` from the latest step, or None when the folder holds no checkpoint."""
+        if self.latest_step() is None:
+            return None
+        return self.restore(target)
+
+    def wait(self) -> None:
+        """Block until any outstanding save has finished."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish outstanding work and release the manager's resources."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
