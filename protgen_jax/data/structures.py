@@ -1,0 +1,329 @@
+"""Host-side loading of C-alpha backbones from PDB / mmCIF files, holdout splits and padded batches.
+
+Parsing is done by biotite (`biotite.structure.io.pdb.PDBFile`, `biotite.structure.io.pdbx.CIFFile`); this
+module only selects a chain and its C-alpha atoms and checks them. Everything here is NumPy; coordinates
+stay in Å until the caller divides by `COORD_SCALE`.
+
+Residue policy: a residue of the selected chain without a CA atom (e.g. a terminal residue with only N or
+only C resolved) is skipped, not an error; the count of such residues is kept in `Chain.n_missing_ca`. This
+matches how the shared data's manifest counts residues (`n_res` = CA count). The gap it leaves, like any
+missing segment, shows up in `Chain.breaks` when the neighbouring CA atoms are more than `BREAK_DISTANCE`
+apart.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import biotite
+import biotite.structure as struc
+import biotite.structure.info as struc_info
+import numpy as np
+from biotite.structure.io import pdb, pdbx
+from tqdm.auto import tqdm
+
+from protgen_jax.errors import DataError
+
+__all__ = [
+    "BREAK_DISTANCE",
+    "COORD_SCALE",
+    "STRUCTURE_SUFFIXES",
+    "Chain",
+    "center",
+    "load_chain",
+    "load_folder",
+    "pad_batch",
+    "split_holdout",
+]
+
+BREAK_DISTANCE = 4.2
+"""Å; consecutive CA atoms farther apart than this mark a chain break (ideal trans CA-CA is 3.80 Å)."""
+
+COORD_SCALE = 10.0
+"""Å per model unit: models see `ca / COORD_SCALE`.
+
+Diffusion models assume data of roughly unit scale per coordinate, matching the N(0, I) prior. Centred CA
+coordinates of the shared 263 chains (40-256 residues) have a per-axis standard deviation of about 8 Å
+(radius of gyration Rg ~ 2.1 L^0.40 Å, so Rg / sqrt(3) runs from ~5.5 Å at L=40 to ~11 Å at L=256), and
+dividing by 10 puts them at 0.5-1.1 with extremes near 5. A fixed constant (rather than per-protein Rg
+normalisation) keeps the length-size relation in the data, so the model learns how big a chain of length L is.
+"""
+
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+"""File suffixes `load_chain` reads (case-insensitive): PDB for the first two, mmCIF for the rest."""
+
+_STANDARD_AMINO_ACIDS = frozenset(
+    "ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split()
+)
+_ONE_LETTER = frozenset("ACDEFGHIKLMNPQRSTVWY")
+
+
+@dataclass(frozen=True, eq=False)
+class Chain:
+    """One protein chain reduced to its C-alpha trace.
+
+    Attributes:
+      name: identifier, `<file stem>` if the stem already ends in `_<chain_id>`, else `<stem>_<chain_id>`.
+      ca: [L, 3] float32 CA coordinates in Å.
+      sequence: length-L one-letter sequence (modified residues map to their parent, e.g. MSE -> M;
+        anything else outside the 20 standard amino acids -> X).
+      residue_ids: [L] int author residue numbers.
+      chain_id: the chain identifier in the file.
+      breaks: [N_breaks] int indices i with |ca[i + 1] - ca[i]| > BREAK_DISTANCE.
+      n_missing_ca: residues of the chain skipped because they have no CA atom.
+    """
+
+    name: str
+    ca: np.ndarray
+    sequence: str
+    residue_ids: np.ndarray
+    chain_id: str
+    breaks: np.ndarray
+    n_missing_ca: int = 0
+
+    @property
+    def length(self) -> int:
+        """Number of residues L."""
+        return int(self.ca.shape[0])
+
+
+@cache
+def _one_letter(res_name: str) -> str:
+    code = struc_info.one_letter_code(res_name)
+    if code is None or code.upper() not in _ONE_LETTER:
+        return "X"
+    return code.upper()
+
+
+def _read_first_model(path: Path) -> struc.AtomArray:
+    suffix = path.suffix.lower()
+    if suffix not in STRUCTURE_SUFFIXES:
+        raise DataError(
+            f"{path}: unknown structure suffix {suffix!r} (expected {STRUCTURE_SUFFIXES})"
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if suffix in (".pdb", ".ent"):
+            return pdb.PDBFile.read(str(path)).get_structure(model=1)
+        return pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1)
+    except (biotite.InvalidFileError, ValueError, KeyError, IndexError) as err:
+        raise DataError(f"{path}: cannot parse structure ({err})") from err
+
+
+def _protein_atoms(atoms: struc.AtomArray) -> struc.AtomArray:
+    """Amino-acid residues, without free standard amino acids recorded as HETATM ligands."""
+    keep = struc.filter_amino_acids(atoms)
+    keep &= ~(atoms.hetero & np.isin(atoms.res_name, list(_STANDARD_AMINO_ACIDS)))
+    return atoms[keep]
+
+
+def _chain_name(path: Path, chain_id: str) -> str:
+    return path.stem if path.stem.endswith(f"_{chain_id}") else f"{path.stem}_{chain_id}"
+
+
+def load_chain(
+    path: str | Path,
+    chain: str | None = None,
+    min_length: int = 40,
+    max_length: int = 256,
+) -> Chain:
+    """Read one chain's CA trace from the first model of a PDB or mmCIF file.
+
+    Args:
+      path: a `.pdb` / `.ent` (PDB) or `.cif` / `.mmcif` (PDBx/mmCIF) file.
+      chain: chain identifier (author chain id); default the first chain holding amino acids.
+      min_length: fewest CA residues accepted.
+      max_length: most CA residues accepted.
+
+    Returns:
+      A `Chain` with L CA positions, min_length <= L <= max_length. Residues without a CA are skipped and
+      counted in `n_missing_ca` (see the module docstring).
+
+    Raises:
+      DataError: unreadable file, no protein chain, absent chain id (the message lists the available ones),
+        non-finite CA coordinates, or a length outside [min_length, max_length].
+    """
+    path = Path(path)
+    protein = _protein_atoms(_read_first_model(path))
+    available = list(dict.fromkeys(protein.chain_id.tolist()))
+    if not available:
+        raise DataError(f"{path}: no protein chain (no amino-acid residues in the first model)")
+    chain_id = available[0] if chain is None else chain
+    if chain_id not in available:
+        raise DataError(
+            f"{path}: chain {chain_id!r} not found; protein chains: {', '.join(available)}"
+        )
+    atoms = protein[protein.chain_id == chain_id]
+
+    residue_starts = struc.get_residue_starts(atoms)
+    ca_index = np.nonzero(atoms.atom_name == "CA")[0]
+    residue_of_ca = np.searchsorted(residue_starts, ca_index, side="right") - 1
+    _, first = np.unique(residue_of_ca, return_index=True)  # one CA per residue
+    ca_atoms = atoms[ca_index[first]]
+    n_missing = len(residue_starts) - len(ca_atoms)
+
+    where = f"{path}: chain {chain_id}"
+    length = len(ca_atoms)
+    if length < min_length:
+        raise DataError(f"{where}: {length} residues with CA, fewer than min_length={min_length}")
+    if length > max_length:
+        raise DataError(f"{where}: {length} residues with CA, more than max_length={max_length}")
+    ca = np.asarray(ca_atoms.coord, dtype=np.float32)
+    finite = np.isfinite(ca).all(axis=-1)
+    if not finite.all():
+        bad = ca_atoms.res_id[~finite][:5].tolist()
+        raise DataError(f"{where}: non-finite CA coordinates at residues {bad}")
+
+    bond = np.linalg.norm(np.diff(ca.astype(np.float64), axis=0), axis=-1)
+    return Chain(
+        name=_chain_name(path, chain_id),
+        ca=ca,
+        sequence="".join(_one_letter(str(name)) for name in ca_atoms.res_name),
+        residue_ids=np.asarray(ca_atoms.res_id, dtype=np.int64),
+        chain_id=str(chain_id),
+        breaks=np.nonzero(bond > BREAK_DISTANCE)[0],
+        n_missing_ca=int(n_missing),
+    )
+
+
+def load_folder(
+    folder: str | Path,
+    chain: str | None = None,
+    min_length: int = 40,
+    max_length: int = 256,
+    progress: bool = True,
+) -> tuple[list[Chain], list[tuple[str, str]]]:
+    """Load every structure file in a folder, skipping (not raising on) the files `load_chain` rejects.
+
+    Files are those directly in `folder` whose suffix is in `STRUCTURE_SUFFIXES`, in sorted name order.
+
+    Args:
+      folder: the folder to scan.
+      chain, min_length, max_length: passed to `load_chain` for every file.
+      progress: show a tqdm progress bar (with the running count of skipped files).
+
+    Returns:
+      (chains, skipped): the loaded chains, and (file name, reason) for each skipped file.
+
+    Raises:
+      DataError: `folder` is not a directory or holds no structure file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a directory")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in STRUCTURE_SUFFIXES
+    )
+    if not files:
+        raise DataError(f"{folder}: no structure files ({', '.join(STRUCTURE_SUFFIXES)})")
+    chains: list[Chain] = []
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(files, desc=f"loading {folder.name}", unit="file", disable=not progress)
+    for path in bar:
+        try:
+            chains.append(load_chain(path, chain, min_length, max_length))
+        except DataError as err:
+            skipped.append((path.name, str(err)))
+            bar.set_postfix(skipped=len(skipped))
+    return chains, skipped
+
+
+def _unit_hash(name: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_holdout(
+    chains: Sequence[Chain], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Chain], list[Chain]]:
+    """Split chains into (train, holdout) by a hash of their names.
+
+    u(name) = SHA-256("<seed>:<name>") read as a number in [0, 1); a chain is held out iff u < fraction.
+    Membership depends only on a chain's name and the seed, so the split is identical across runs, input
+    orders and folders that gain or lose other files; the holdout size is Binomial(N, fraction).
+
+    Args:
+      chains: the chains to split.
+      fraction: expected held-out fraction, in [0, 1].
+      seed: changes the split.
+
+    Returns:
+      (train, holdout), each in input order.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise DataError(f"holdout fraction must be in [0, 1], got {fraction}")
+    train: list[Chain] = []
+    holdout: list[Chain] = []
+    for chain in chains:
+        (holdout if _unit_hash(chain.name, seed) < fraction else train).append(chain)
+    return train, holdout
+
+
+def center(ca: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Move the masked centre of mass to the origin and zero the padded positions.
+
+    x'_l = m_l (x_l - sum_k m_k x_k / sum_k m_k).
+
+    Args:
+      ca: [..., L, 3] coordinates (e.g. [L, 3] or [B, L, 3]).
+      mask: [..., L] bool, True where a residue exists; default all True.
+
+    Returns:
+      float32 array shaped like `ca`.
+    """
+    ca = np.asarray(ca, dtype=np.float64)
+    if ca.ndim < 2 or ca.shape[-1] != 3:
+        raise ValueError(f"center expects [..., L, 3] coordinates, got shape {ca.shape}")
+    mask = np.ones(ca.shape[:-1], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != ca.shape[:-1]:
+        raise ValueError(f"mask shape {mask.shape} does not match coordinates {ca.shape}")
+    weight = mask[..., None].astype(np.float64)
+    count = np.maximum(weight.sum(axis=-2, keepdims=True), 1.0)
+    mean = (ca * weight).sum(axis=-2, keepdims=True) / count
+    return ((ca - mean) * weight).astype(np.float32)
+
+
+def pad_batch(
+    chains: Sequence[Chain | np.ndarray],
+    bucket_sizes: Sequence[int] = (64, 128, 192, 256),
+    center_coords: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack CA traces into one zero-padded batch whose length is the smallest bucket that fits.
+
+    Bucketing keeps the number of distinct shapes (and so of jit compilations) at len(bucket_sizes).
+
+    Args:
+      chains: B chains, or B [L_b, 3] coordinate arrays in Å.
+      bucket_sizes: allowed padded lengths, any order.
+      center_coords: move each chain's centre of mass to the origin (`center`).
+
+    Returns:
+      coords [B, Lb, 3] float32 in Å (padding at 0) and mask [B, Lb] bool, with Lb = min bucket >= max L_b.
+
+    Raises:
+      DataError: an empty batch, or a chain longer than the largest bucket.
+    """
+    if len(chains) == 0:
+        raise DataError("pad_batch: empty batch")
+    traces = [np.asarray(c.ca if isinstance(c, Chain) else c, dtype=np.float32) for c in chains]
+    for i, trace in enumerate(traces):
+        if trace.ndim != 2 or trace.shape[-1] != 3:
+            raise DataError(f"pad_batch: item {i} has shape {trace.shape}, expected [L, 3]")
+    longest = max(t.shape[0] for t in traces)
+    fitting = [b for b in bucket_sizes if b >= longest]
+    if not fitting:
+        raise DataError(
+            f"pad_batch: length {longest} exceeds the largest bucket {max(bucket_sizes)}"
+        )
+    padded_length = min(fitting)
+    coords = np.zeros((len(traces), padded_length, 3), dtype=np.float32)
+    mask = np.zeros((len(traces), padded_length), dtype=bool)
+    for i, trace in enumerate(traces):
+        coords[i, : trace.shape[0]] = trace
+        mask[i, : trace.shape[0]] = True
+    if center_coords:
+        coords = center(coords, mask)
+    return coords, mask

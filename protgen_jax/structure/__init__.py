@@ -1,0 +1,44 @@
+"""Backbone geometry: random rotations, C-alpha PDB writing and geometry metrics (host-side NumPy)."""
+
+from protgen_jax.structure.frames import apply_rotation, random_rotation, random_rotation_np
+from protgen_jax.structure.geometry import (
+    GeometryStats,
+    bond_angles,
+    ca_distances,
+    circular_wasserstein_1,
+    clash_counts,
+    dihedral_angles,
+    fit_rg_power_law,
+    geometry_report,
+    geometry_stats,
+    kabsch_rmsd,
+    plot_geometry,
+    radius_of_gyration,
+    random_walk_backbone,
+    sse_labels,
+    wasserstein_1,
+)
+from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
+
+__all__ = [
+    "GeometryStats",
+    "apply_rotation",
+    "bond_angles",
+    "ca_distances",
+    "circular_wasserstein_1",
+    "clash_counts",
+    "dihedral_angles",
+    "fit_rg_power_law",
+    "geometry_report",
+    "geometry_stats",
+    "kabsch_rmsd",
+    "plot_geometry",
+    "radius_of_gyration",
+    "random_rotation",
+    "random_rotation_np",
+    "random_walk_backbone",
+    "sse_labels",
+    "wasserstein_1",
+    "write_ca_pdb",
+    "write_trajectory_pdb",
+]

@@ -1,0 +1,118 @@
+"""Writing C-alpha-only backbones (and sampling trajectories) as PDB files, via biotite.
+
+Files are written atomically: to a temporary file in the destination folder, then `os.replace`d over the
+target, so a reader never sees a half-written file and an interrupted run leaves the old file intact.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import biotite.structure as struc
+import numpy as np
+from biotite.sequence import ProteinSequence
+from biotite.structure.io import pdb
+
+from protgen_jax.errors import DataError
+
+__all__ = ["write_ca_pdb", "write_trajectory_pdb"]
+
+# PDB's fixed-width coordinate field (%8.3f) holds -999.999 .. 9999.999.
+_PDB_COORD_MIN = -999.999
+_PDB_COORD_MAX = 9999.999
+_LETTERS = "ACDEFGHIKLMNPQRSTVWYX"
+
+
+def _residue_names(length: int, sequence: str | None, path: Path) -> np.ndarray:
+    if sequence is None:
+        return np.full(length, "GLY")
+    if len(sequence) != length:
+        raise DataError(f"{path}: sequence has {len(sequence)} letters for {length} residues")
+    names = []
+    for i, letter in enumerate(sequence.upper()):
+        if letter not in _LETTERS:
+            raise DataError(f"{path}: residue {i + 1} has letter {letter!r}, not one of {_LETTERS}")
+        names.append(ProteinSequence.convert_letter_1to3(letter))
+    return np.array(names)
+
+
+def _ca_template(length: int, sequence: str | None, path: Path) -> struc.AtomArray:
+    atoms = struc.AtomArray(length)
+    atoms.chain_id[:] = "A"
+    atoms.res_id[:] = np.arange(1, length + 1)
+    atoms.res_name[:] = _residue_names(length, sequence, path)
+    atoms.atom_name[:] = "CA"
+    atoms.element[:] = "C"
+    atoms.hetero[:] = False
+    return atoms
+
+
+def _check_coords(coords: np.ndarray, path: Path) -> None:
+    if not np.isfinite(coords).all():
+        raise DataError(f"{path}: coordinates contain NaN or inf")
+    if coords.min() < _PDB_COORD_MIN or coords.max() > _PDB_COORD_MAX:
+        raise DataError(
+            f"{path}: coordinates span [{coords.min():.1f}, {coords.max():.1f}] Å, outside the PDB "
+            f"field range [{_PDB_COORD_MIN}, {_PDB_COORD_MAX}]"
+        )
+
+
+def _write_atomic(path: Path, atoms: struc.AtomArray | struc.AtomArrayStack) -> None:
+    pdb_file = pdb.PDBFile()
+    pdb_file.set_structure(atoms)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; give the file ordinary permissions
+        with os.fdopen(fd, "w") as handle:
+            pdb_file.write(handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_ca_pdb(path: str | Path, ca: np.ndarray, sequence: str | None = None) -> None:
+    """Write one C-alpha-only chain (chain A, residues numbered 1..L) as a PDB file.
+
+    Args:
+      path: destination file; parent folders are created.
+      ca: [L, 3] CA coordinates in Å.
+      sequence: optional length-L one-letter sequence (20 amino acids or X -> UNK) naming the residues;
+        default GLY.
+
+    Raises:
+      DataError: wrong shape, non-finite coordinates, coordinates outside the PDB field range, or a
+        sequence of the wrong length / with unknown letters.
+    """
+    path = Path(path)
+    ca = np.asarray(ca, dtype=np.float32)
+    if ca.ndim != 2 or ca.shape[-1] != 3:
+        raise DataError(f"{path}: expected [L, 3] coordinates, got shape {ca.shape}")
+    _check_coords(ca, path)
+    atoms = _ca_template(ca.shape[0], sequence, path)
+    atoms.coord = ca
+    _write_atomic(path, atoms)
+
+
+def write_trajectory_pdb(path: str | Path, frames: np.ndarray, sequence: str | None = None) -> None:
+    """Write a sequence of C-alpha backbones (e.g. a reverse-diffusion trajectory) as a multi-model PDB.
+
+    Model f + 1 holds frames[f]; viewers such as PyMOL or ChimeraX play the models as a movie.
+
+    Args:
+      path: destination file; parent folders are created.
+      frames: [F, L, 3] CA coordinates in Å.
+      sequence: optional length-L one-letter sequence for the residue names; default GLY.
+
+    Raises:
+      DataError: as `write_ca_pdb`.
+    """
+    path = Path(path)
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 3 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise DataError(f"{path}: expected [F, L, 3] frames with F >= 1, got shape {frames.shape}")
+    _check_coords(frames, path)
+    stack = struc.stack([_ca_template(frames.shape[1], sequence, path)] * frames.shape[0])
+    stack.coord = frames
+    _write_atomic(path, stack)
