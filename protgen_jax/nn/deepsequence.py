@@ -145,7 +145,7 @@ class SparseBayesianDecoder(nn.Module):
         h = z.astype(self.dtype)
         last = len(self.hidden) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = h @ w(sample).astype(self.dtype) + b(sample).astype(self.dtype)
+            h = h @ w(sample).astype(self.dtype) + b(sample).astype(self.dtype)[None]
             h = nn.sigmoid(h) if i == last else nn.relu(h)
         w_out = self.w_out(sample)
         if self.dictionary_size:

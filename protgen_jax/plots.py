@@ -1,0 +1,106 @@
+"""Matplotlib figures written straight to PNG (Agg backend; no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_curves(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, title: str = ""
+) -> Path:
+    """Training/eval curves: one panel per metric key, x = step, one line per split."""
+    keys = [k for k in keys if any(k in r for r in records)]
+    fig, axes = plt.subplots(
+        1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.2), squeeze=False
+    )
+    for ax, key in zip(axes[0], keys, strict=False):
+        for split in sorted({r.get("split", "train") for r in records}):
+            pts = [
+                (r["step"], r[key])
+                for r in records
+                if r.get("split", "train") == split and key in r
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_scatter(
+    x: np.ndarray, y: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str = ""
+) -> Path:
+    """A scatter plot (e.g. predicted mutation effect vs measured fitness)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.0))
+    ax.scatter(x, y, s=4, alpha=0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_histograms(
+    panels: dict[str, dict[str, np.ndarray]], path: Path, bins: int = 50, title: str = ""
+) -> Path:
+    """One panel per quantity, overlaid normalized histograms per source (e.g. samples vs natural)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (name, sources) in zip(axes[0], panels.items(), strict=True):
+        values = [np.asarray(v).ravel() for v in sources.values() if np.size(v)]
+        if not values:
+            continue
+        lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
+        for label, v in sources.items():
+            if np.size(v):
+                ax.hist(
+                    np.ravel(v),
+                    bins=bins,
+                    range=(lo, hi),
+                    density=True,
+                    histtype="step",
+                    label=label,
+                )
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_latent(means: np.ndarray, highlight: np.ndarray, path: Path, title: str = "") -> Path:
+    """2-D view of latent means ``[N, D]`` (first two principal components when ``D > 2``)."""
+    x = np.asarray(means, np.float64)
+    if x.shape[1] > 2:
+        centred = x - x.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        x = centred @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    hl = np.asarray(highlight, bool)
+    ax.scatter(x[~hl, 0], x[~hl, 1], s=2, alpha=0.3, label="train")
+    ax.scatter(x[hl, 0], x[hl, 1], s=4, alpha=0.8, label="held out")
+    ax.set_xlabel("latent PC1" if means.shape[1] > 2 else "z1")
+    ax.set_ylabel("latent PC2" if means.shape[1] > 2 else "z2")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "latent means")
+    return _save(fig, path)

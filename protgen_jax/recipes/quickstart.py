@@ -1,0 +1,66 @@
+"""``protgen quickstart``: the main job on the default data, end to end in about ten minutes on 2 CPU cores.
+
+Trains the DeepSequence-style VAE on the BLAT_ECOLX family alignment (fewer steps than ``protgen train vae``),
+tracks the Spearman correlation with the Stiffler 2015 deep mutational scan during training, scores all mapped
+mutants, samples 1,000 sequences and evaluates them against held-out family members and the site-independent
+baseline. Everything lands in one report folder:
+
+    OUT/run/            the training run (config, checkpoints, metrics.jsonl, curves.png); resumable
+    OUT/score.json      Spearman (VAE and site-independent), n_used, n_skipped; score.png, score_scores.csv
+    OUT/samples.fasta   1,000 aligned samples from the prior
+    OUT/eval.json       held-out ELBO and sample statistics; eval_latent.png, eval_interpolation.fasta
+    OUT/report.json     the headline numbers of all of the above
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.recipes.vae import VAEConfig, default_dms, train
+from protgen_jax.recipes.vae_eval import evaluate, sample, score
+
+QUICKSTART_STEPS = 2500
+QUICKSTART_SCORE_SAMPLES = 100
+
+
+def run_quickstart(
+    out: Path,
+    progress: bool = True,
+    steps: int = QUICKSTART_STEPS,
+    score_samples: int = QUICKSTART_SCORE_SAMPLES,
+) -> dict[str, Any]:
+    """Run the main job into ``out`` (re-running resumes the training and redoes the reports)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dms = default_dms()
+    config = VAEConfig(
+        steps=steps, eval_every=500, checkpoint_every=500, dms=str(dms), eval_samples=10
+    )
+    run = out / "run"
+    summary = train(config, run, progress=progress)
+    scored = score(
+        [run], {"out": out / "score.json", "dms": dms, "column": "2500", "samples": score_samples}
+    )
+    sampled = sample(run, {"out": out / "samples.fasta", "num": 1000, "seed": 0})
+    evaluated = evaluate(run, {"out": out / "eval.json", "num": 1000, "seed": 0})
+    report = {
+        "spearman": scored["spearman"],
+        "site_independent_spearman": scored["site_independent_spearman"],
+        "published_spearman": {"site_independent": 0.61, "EVmutation": 0.72, "DeepSequence": 0.75},
+        "n_used": scored["n_used"],
+        "n_skipped": scored["n_skipped"],
+        "neff_train": summary["neff_train"],
+        "training_steps": summary["steps"],
+        "holdout_neg_elbo_per_seq": evaluated["holdout_neg_elbo_per_seq"],
+        "site_independent_holdout_nll_per_seq": evaluated["site_independent_holdout_nll_per_seq"],
+        "vae_samples": evaluated["vae_samples"],
+        "site_independent_samples": evaluated["site_independent_samples"],
+        "samples": sampled["out"],
+        "seconds": time.perf_counter() - started,
+    }
+    save_json_atomic(out / "report.json", report)
+    return report
