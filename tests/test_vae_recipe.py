@@ -118,3 +118,32 @@ def test_cli_rejects_bad_input_with_one_line_reason(tmp_path, capsys):
     assert "unknown config key" in capsys.readouterr().err
     assert main(["sample", str(tmp_path), "--out", str(tmp_path / "x.fasta")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_quickstart_main_job_smoke(shared_data, tmp_path):
+    from protgen_jax.recipes.quickstart import run_quickstart
+
+    report = run_quickstart(
+        tmp_path / "qs",
+        progress=False,
+        steps=2,
+        score_samples=1,
+        overrides=TINY + ["eval_every=2"],
+        num_samples=20,
+    )
+    assert report["n_used"] == 4807 and report["n_skipped"] == 190
+    for name in (
+        "report.json",
+        "score.json",
+        "score.png",
+        "samples.fasta",
+        "eval.json",
+        "run/curves.png",
+    ):
+        assert (tmp_path / "qs" / name).exists(), name
+
+
+def test_cli_data_list(capsys, shared_data):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "blat_ecolx" in out and "structures" in out and "sequences" in out

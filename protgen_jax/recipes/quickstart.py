@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.vae import VAEConfig, default_dms, train
 from protgen_jax.recipes.vae_eval import evaluate, sample, score
 
@@ -31,8 +32,12 @@ def run_quickstart(
     progress: bool = True,
     steps: int = QUICKSTART_STEPS,
     score_samples: int = QUICKSTART_SCORE_SAMPLES,
+    overrides: list[str] | None = None,
+    num_samples: int = 1000,
 ) -> dict[str, Any]:
-    """Run the main job into ``out`` (re-running resumes the training and redoes the reports)."""
+    """Run the main job into ``out`` (re-running resumes the training and redoes the reports).
+
+    ``overrides`` are ``key=value`` config changes (tests use them to shrink the model)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -40,13 +45,14 @@ def run_quickstart(
     config = VAEConfig(
         steps=steps, eval_every=500, checkpoint_every=500, dms=str(dms), eval_samples=10
     )
+    config = apply_overrides(config, overrides)
     run = out / "run"
     summary = train(config, run, progress=progress)
     scored = score(
         [run], {"out": out / "score.json", "dms": dms, "column": "2500", "samples": score_samples}
     )
-    sampled = sample(run, {"out": out / "samples.fasta", "num": 1000, "seed": 0})
-    evaluated = evaluate(run, {"out": out / "eval.json", "num": 1000, "seed": 0})
+    sampled = sample(run, {"out": out / "samples.fasta", "num": num_samples, "seed": 0})
+    evaluated = evaluate(run, {"out": out / "eval.json", "num": num_samples, "seed": 0})
     report = {
         "spearman": scored["spearman"],
         "site_independent_spearman": scored["site_independent_spearman"],
