@@ -104,3 +104,32 @@ def plot_latent(means: np.ndarray, highlight: np.ndarray, path: Path, title: str
     ax.legend(fontsize=8)
     ax.set_title(title or "latent means")
     return _save(fig, path)
+
+
+def plot_runs(
+    runs: dict[str, Sequence[dict[str, Any]]],
+    keys: Sequence[str],
+    path: Path,
+    split: str = "eval",
+    reference: dict[str, float] | None = None,
+    title: str = "",
+) -> Path:
+    """Compare several runs: one panel per metric, one line per run; ``reference`` adds labelled
+    horizontal lines (e.g. published numbers) to the first panel."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for label, records in runs.items():
+            pts = [(r["step"], r[key]) for r in records if r.get("split") == split and key in r]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o", label=label)
+        if reference and ax is axes[0][0]:
+            for name, value in reference.items():
+                ax.axhline(value, linestyle="--", linewidth=0.8, color="gray")
+                ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, va="bottom")
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
