@@ -1,0 +1,387 @@
+"""Tests for backbone diffusion: zero-COM noise, the BackboneDenoiser, and the backbone recipe + CLI."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from biotite.structure.io import pdb
+
+from protgen_jax import cli
+from protgen_jax.data.structures import COORD_SCALE, Chain, load_chain
+from protgen_jax.diffusion import cosine_schedule
+from protgen_jax.errors import DataError
+from protgen_jax.nn.backbone import BackboneDenoiser, local_geometry_features
+from protgen_jax.recipes import backbone as bb
+from protgen_jax.recipes import backbone_eval as bbe
+from protgen_jax.recipes.config import config_to_dict, load_config
+from protgen_jax.recipes.loop import read_metrics
+from protgen_jax.structure.frames import random_rotation_np
+from protgen_jax.structure.geometry import kabsch_rmsd
+from protgen_jax.structure.noise import centred_denoise_fn, masked_center, zero_com_noise
+
+REPO = Path(__file__).resolve().parents[1]
+B, REAL = 2, 12
+
+# Tiny network and schedule: every test that trains or samples compiles in seconds.
+TINY = dict(
+    num_layers=1,
+    num_heads=2,
+    model_dim=16,
+    mlp_ratio=2.0,
+    pair_dim=8,
+    num_rbf=8,
+    output_heads=2,
+    timesteps=10,
+    buckets=(64,),
+    max_length=64,
+    batch_tokens=128,
+    holdout_fraction=0.0,
+    log_every=1,
+    eval_every=1,
+    checkpoint_every=1,
+    sample_batch=4,
+    eval_num=3,
+    eval_min_length=20,
+    eval_max_length=30,
+)
+
+
+# --------------------------------------------------------------------------- zero-COM noise
+
+
+def test_zero_com_noise_has_zero_masked_mean_and_the_subspace_variance():
+    rng = np.random.default_rng(0)
+    noise = jnp.asarray(rng.standard_normal((400, 10, 3)), jnp.float32)
+    mask = jnp.asarray(np.arange(10)[None] < rng.integers(2, 11, (400, 1)))
+    out = np.asarray(zero_com_noise(noise, mask), np.float64)
+    m = np.asarray(mask)
+    np.testing.assert_allclose((out * m[..., None]).sum(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(out[~m], 0.0)
+    # Each real coordinate has variance 1 - 1/n: normalised squares average to 1 (SE ~ 0.01).
+    n = m.sum(axis=1, keepdims=True)
+    scaled = (out**2 / (1.0 - 1.0 / n)[..., None])[m]
+    assert abs(scaled.mean() - 1.0) < 0.05
+    # Real residues equal the noise minus its masked mean.
+    mean = (np.asarray(noise) * m[..., None]).sum(1, keepdims=True) / n[..., None]
+    np.testing.assert_allclose(out[m], (np.asarray(noise) - mean)[m], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the denoiser
+
+
+def _random_params(model, *args, seed: int = 0):
+    """Random params with init's shapes (NumPy draws; zero-initialized layers become nonzero)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        std = 1.0 / np.sqrt(np.prod(leaf.shape[:-1])) if name == "kernel" else 0.3
+        return jnp.asarray(std * rng.standard_normal(leaf.shape) + (name == "scale"), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    model = BackboneDenoiser(
+        num_layers=1,
+        num_heads=2,
+        model_dim=16,
+        pair_dim=8,
+        num_rbf=8,
+        output_heads=4,
+        schedule="cosine",
+        timesteps=1000,
+    )
+    x = jnp.zeros((B, REAL, 3))
+    t = jnp.array([3, 700])
+    jitted = jax.jit(model.apply)
+
+    def apply(params, x, t, mask=None, cond=None):
+        """model.apply with every argument given (one compiled program per shape)."""
+        length = x.shape[1]
+        mask = np.ones((B, length), bool) if mask is None else mask
+        cond = np.broadcast_to(np.arange(length), (B, length)) if cond is None else cond
+        return jitted(params, jnp.asarray(x), t, jnp.asarray(mask), jnp.asarray(cond, jnp.int32))
+
+    return model, _random_params(model, x, t), apply, t
+
+
+def _trace(seed: int) -> np.ndarray:
+    """[B, REAL, 3] centred random-walk CA traces in model units."""
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_normal((B, REAL, 3))
+    steps *= 3.8 / np.linalg.norm(steps, axis=-1, keepdims=True)
+    x = np.cumsum(steps, axis=1) / COORD_SCALE
+    return (x - x.mean(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_denoiser_shapes_zero_mean_and_padding_invariance(denoiser):
+    _, params, apply, t = denoiser
+    x = _trace(0)
+    ref = np.asarray(apply(params, x, t))
+    assert ref.shape == (B, REAL, 3) and ref.dtype == np.float32
+    assert np.abs(ref).max() > 1e-2  # random params give a non-trivial output
+    np.testing.assert_allclose(ref.sum(axis=1), 0.0, atol=1e-4)
+    for length in (20,):
+        padded = 50.0 * np.random.default_rng(length).standard_normal((B, length, 3))
+        padded[:, :REAL] = x
+        mask = np.broadcast_to(np.arange(length) < REAL, (B, length))
+        out = np.asarray(apply(params, padded.astype(np.float32), t, mask))
+        np.testing.assert_allclose(out[:, :REAL], ref, atol=2e-5)
+        np.testing.assert_array_equal(out[:, REAL:], 0.0)
+    # Without the mask the garbage changes the real residues (the check above can fail).
+    out = np.asarray(apply(params, padded.astype(np.float32), t))
+    assert np.abs(out[:, :REAL] - ref).max() > 1e-3
+
+
+def test_denoiser_is_rotation_equivariant_translation_invariant_not_mirror_symmetric(denoiser):
+    _, params, apply, t = denoiser
+    x = _trace(1)
+    ref = np.asarray(apply(params, x, t), np.float64)
+    rot = random_rotation_np(np.random.default_rng(2), 1)[0]
+    rotated = np.asarray(apply(params, x @ rot.T, t), np.float64)
+    np.testing.assert_allclose(rotated, ref @ rot.T, atol=1e-4 * np.abs(ref).max())
+    shifted = np.asarray(apply(params, x + np.float32(0.7), t), np.float64)
+    np.testing.assert_allclose(shifted, ref, atol=1e-4 * np.abs(ref).max())
+    # The virtual dihedrals make it chiral: a mirrored input does not give the mirrored output.
+    mirror = np.diag([-1.0, 1.0, 1.0]).astype(np.float32)
+    mirrored = np.asarray(apply(params, x @ mirror, t), np.float64)
+    assert np.abs(mirrored - ref @ mirror).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_denoiser_uses_time_and_chain_positions(denoiser):
+    _, params, apply, t = denoiser
+    x = _trace(3)
+    ref = np.asarray(apply(params, x, t))
+    assert np.abs(np.asarray(apply(params, x, t + 100)) - ref).max() > 1e-3
+    gap = np.broadcast_to(np.arange(REAL) + 5 * (np.arange(REAL) >= 6), (B, REAL))
+    out = np.asarray(apply(params, x, t, None, gap))
+    assert np.abs(out - ref).max() > 1e-3
+    # Only differences of positions matter.
+    shifted = np.asarray(apply(params, x, t, None, gap + 40))
+    np.testing.assert_allclose(shifted, out, atol=1e-5)
+
+
+def test_local_term_is_scaled_by_sqrt_snr(denoiser):
+    """With only the local x0 gain nonzero: eps_i = sqrt(SNR_t) sum_k b_k (x_i - x_{i+k}) - mean."""
+    model, params, apply, t = denoiser
+    params = jax.tree.map(jnp.zeros_like, params)
+    b = np.array([0.3, -0.2, 0.1, 0.05, -0.4, 0.2], np.float32)  # offsets +1, -1, +2, -2, +3, -3
+    params["params"]["local_x0_gain"]["bias"] = jnp.asarray(b)
+    x = _trace(4)
+    out = np.asarray(apply(params, x, t), np.float64)
+    ab = np.asarray(cosine_schedule(1000).alpha_bars, np.float64)[np.asarray(t)]
+    expected = np.zeros_like(out)
+    for j, k in enumerate((1, -1, 2, -2, 3, -3)):
+        for i in range(REAL):
+            if 0 <= i + k < REAL:
+                expected[:, i] += b[j] * (x[:, i] - x[:, i + k])
+    expected *= np.sqrt(ab / (1 - ab))[:, None, None]
+    expected -= expected.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_local_geometry_features_of_an_ideal_trace():
+    """Bond distance features read 3.8 Å and the bond validity follows the mask."""
+    i = np.arange(REAL)
+    helix = np.stack([2.3 * np.cos(1.745 * i), 2.3 * np.sin(1.745 * i), 1.5 * i], -1)
+    mask = jnp.asarray(np.arange(REAL)[None] < 9)
+    feats, bond_ok = local_geometry_features(jnp.asarray(helix[None], jnp.float32), mask, 8)
+    feats, bond_ok = np.asarray(feats), np.asarray(bond_ok)
+    np.testing.assert_array_equal(bond_ok[0], np.arange(REAL) < 8)
+    bond = np.linalg.norm(helix[1] - helix[0])
+    np.testing.assert_allclose(feats[0, :8, 8], bond / 10, rtol=1e-5)  # d_{i,i+1} / 10 column
+    np.testing.assert_array_equal(feats[0, 9:], 0.0)
+
+
+# --------------------------------------------------------------------------- recipe helpers
+
+
+def test_chain_positions_jump_at_breaks():
+    ca = np.zeros((6, 3), np.float32)
+    chain = Chain("x_A", ca, "AAAAAA", np.array([1, 2, 3, 10, 11, 11]), "A", np.array([2, 4]))
+    np.testing.assert_array_equal(bb.chain_positions(chain), [0, 1, 2, 9, 10, 12])
+
+
+def test_centred_denoise_fn_adds_the_exact_centre_of_mass_part():
+    schedule = cosine_schedule(10)
+    zero = jax.tree_util.Partial(lambda x, t, mask, cond: jnp.zeros_like(x))
+    fn = centred_denoise_fn(zero, schedule)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 3)), jnp.float32)
+    mask = jnp.asarray(np.arange(5)[None] < np.array([[5], [3]]))
+    t = jnp.array([2, 7])
+    out = np.asarray(fn(x, t, mask, None))
+    com = (np.asarray(x) - np.asarray(masked_center(x, mask)))[:, :1]
+    expected = com / np.asarray(schedule.sqrt_one_minus_alpha_bars)[[2, 7], None, None]
+    np.testing.assert_allclose(out[0], np.broadcast_to(expected[0], (5, 3)), rtol=1e-5)
+    np.testing.assert_allclose(out[1, :3], np.broadcast_to(expected[1], (3, 3)), rtol=1e-5)
+    np.testing.assert_array_equal(out[1, 3:], 0.0)
+    np.testing.assert_allclose(np.asarray(fn(masked_center(x, mask), t, mask, None)), 0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- training, sampling, CLI
+
+
+@pytest.fixture(scope="module")
+def chain_folder(shared_data, tmp_path_factory) -> Path:
+    """Five of the shortest real chains (40-50 residues, no breaks)."""
+    folder = tmp_path_factory.mktemp("chains")
+    names = ["1K9Q_A", "1SAK_A", "1W4E_A", "1NVO_A", "1GUU_A"]
+    for name in names:
+        shutil.copy(shared_data / "structures" / "pdb" / f"{name}.pdb", folder)
+    return folder
+
+
+def _tiny(folder: Path, **kw) -> bb.BackboneConfig:
+    return dataclasses.replace(bb.make_config("backbone"), data=str(folder), **{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def run_dir(chain_folder, tmp_path_factory) -> Path:
+    """A tiny run trained for 1 step, then resumed to 2 steps (the resume test checks the log)."""
+    run = tmp_path_factory.mktemp("run")
+    first = bb.train(_tiny(chain_folder, steps=1), run, progress=False)
+    assert first["steps"] == 1 and first["num_train"] == 5
+    second = bb.train(_tiny(chain_folder, steps=2), run, progress=False)
+    assert second["steps"] == 2
+    return run
+
+
+def test_train_writes_the_run_folder_and_resumes(run_dir):
+    for name in ("config.json", "run.json", "data.json", "summary.json", "curves.png"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "run.json").read_text())["family"] == "backbone"
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in records] == [1, 2]  # the resumed call did one step, not two
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    config, model, params, schedule = bb.load_run(run_dir)
+    assert config.steps == 2 and schedule.num_steps == 10
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+
+
+def test_experiment_config_trains_one_step(chain_folder, tmp_path):
+    """experiments/backbone_ca/config.json: every key is a config field, and one step runs."""
+    path = REPO / "experiments" / "backbone_ca" / "config.json"
+    keys = set(json.loads(path.read_text()))
+    assert keys <= set(config_to_dict(bb.make_config("backbone")))
+    config = load_config(bb.BackboneConfig, path)
+    config = dataclasses.replace(
+        config, data=str(chain_folder), steps=1, buckets=(64,), max_length=64, batch_tokens=128
+    )
+    summary = bb.train(config, tmp_path, progress=False)
+    assert summary["steps"] == 1 and np.isfinite(summary["last_train"]["loss"])
+
+
+def test_sample_writes_pdbs_of_the_requested_length(run_dir, tmp_path):
+    out = tmp_path / "samples"
+    summary = bb.sample(run_dir, {"num": 3, "length": 24, "out": str(out), "trajectory": True})
+    files = sorted(out.glob("sample_*.pdb"))
+    assert len(files) == 3 and summary["num"] == 3
+    for path in files:
+        chain = load_chain(path, min_length=1)
+        assert chain.length == 24 and np.isfinite(chain.ca).all()
+    frames = pdb.PDBFile.read(str(out / "trajectories" / "sample_0000.pdb")).get_structure()
+    assert frames.stack_depth() == 10 and frames.array_length() == 24  # T=10 steps, stride 1
+    # The last frame is the written sample (up to the PDB's 3 decimals).
+    np.testing.assert_allclose(frames.coord[-1], load_chain(files[0], min_length=1).ca, atol=2e-3)
+    ddim = bb.sample(
+        run_dir, {"num": 2, "length": 20, "out": str(tmp_path / "d"), "sampler": "ddim", "steps": 4}
+    )
+    assert ddim["steps"] == 4 and len(list((tmp_path / "d").glob("*.pdb"))) == 2
+
+
+def test_motif_scaffolding_keeps_the_motif(run_dir, chain_folder, tmp_path):
+    source = load_chain(chain_folder / "1GUU_A.pdb")
+    first, last = int(source.residue_ids[10]), int(source.residue_ids[19])
+    spec = f"{chain_folder / '1GUU_A.pdb'}:A:{first}-{last}@6"
+    out = tmp_path / "motif"
+    summary = bb.sample(run_dir, {"num": 2, "length": 30, "out": str(out), "motif": spec})
+    motif = source.ca[10:20]
+    for path in sorted(out.glob("sample_*.pdb")):
+        x = load_chain(path, min_length=1).ca
+        assert kabsch_rmsd(motif, x[5:15]) < 5e-3  # exact up to the PDB's 3 decimals
+        # Kept as a rigid body: the motif is only translated (centred), never rotated or bent.
+        np.testing.assert_allclose(x[5:15] - x[5:15].mean(0), motif - motif.mean(0), atol=5e-3)
+    metrics = summary["motif"]
+    assert metrics["motif_rmsd_max"] < 1e-3
+    assert metrics["num_junctions"] == 4 and np.isfinite(metrics["junction_distance_mean"])
+    assert metrics["segments"] == [
+        {"motif": f"1GUU_A.pdb:A:{first}-{last}", "start": 6, "length": 10}
+    ]
+
+
+def test_motif_spec_errors(chain_folder):
+    path = chain_folder / "1GUU_A.pdb"  # residues 40-89, no breaks
+    with pytest.raises(DataError, match="FILE:CHAIN:START-END"):
+        bbe.parse_motif("nonsense", 50)
+    with pytest.raises(DataError, match="chain 'Z' not found"):
+        bbe.parse_motif(f"{path}:Z:45-50", 50)
+    with pytest.raises(DataError, match="no residues"):
+        bbe.parse_motif(f"{path}:A:5-10", 50)
+    with pytest.raises(DataError, match="do not fit"):
+        bbe.parse_motif(f"{path}:A:45-54@45", 50)
+    with pytest.raises(DataError, match="give @POS"):
+        bbe.parse_motif(f"{path}:A:45-50;{path}:A:60-65", 50)
+    with pytest.raises(DataError, match="overlap"):
+        bbe.parse_motif(f"{path}:A:45-50@1;{path}:A:60-65@4", 50)
+    with pytest.raises(DataError, match="more than 1 bonds can span"):
+        bbe.parse_motif(f"{path}:A:45-50@1;{path}:A:80-85@7", 50)
+    two = bbe.parse_motif(f"{path}:A:60-65@30;{path}:A:45-50@1", 50)
+    np.testing.assert_array_equal(two.indices, list(range(0, 6)) + list(range(29, 35)))
+    source = load_chain(path)
+    np.testing.assert_array_equal(two.coords, np.concatenate([source.ca[5:11], source.ca[20:26]]))
+    single = bbe.parse_motif(f"{path}:A:45-54", 50)  # centred by default
+    np.testing.assert_array_equal(single.indices, np.arange(20, 30))
+
+
+def test_evaluate_writes_the_report(run_dir, chain_folder, tmp_path):
+    out = tmp_path / "eval" / "eval.json"
+    report = bb.evaluate(run_dir, {"out": str(out), "num": 3, "data": str(chain_folder)})
+    saved = json.loads(out.read_text())
+    for key in (
+        "natural",
+        "model",
+        "random_walk",
+        "model_vs_natural",
+        "random_walk_vs_natural",
+        "gap_closed",
+        "targets",
+        "heldout_bound",
+    ):
+        assert key in saved, key
+    assert saved["num_samples"] == 3 and saved["num_reference"] == 5
+    assert saved["random_walk"]["bond_fraction"] == 1.0  # the floor has ideal bonds by construction
+    assert set(saved["model_vs_natural"]) == set(saved["gap_closed"])
+    assert np.isfinite(report["heldout_bound"]["bits_per_coordinate"])
+    assert (tmp_path / "eval" / "eval_geometry.png").exists()
+    assert (tmp_path / "eval" / "eval_random_walk.png").exists()
+    assert len(list((tmp_path / "eval" / "eval_samples").glob("*.pdb"))) == 3
+
+
+def test_cli_end_to_end(chain_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    args = ["--quiet", "train", "backbone", "--data", str(chain_folder), "--out", str(run)]
+    assert cli.main(args + ["--steps", "1"] + [a for s in sets for a in ("--set", s)]) == 0
+    out = tmp_path / "pdbs"
+    assert (
+        cli.main(["--quiet", "sample", str(run), "--num", "2", "--length", "16", "--out", str(out)])
+        == 0
+    )
+    assert len(list(out.glob("sample_*.pdb"))) == 2
+    report = tmp_path / "eval.json"
+    eval_args = ["--quiet", "evaluate", str(run), "--out", str(report), "--num", "2"]
+    assert cli.main(eval_args + ["--data", str(chain_folder)]) == 0
+    assert json.loads(report.read_text())["num_samples"] == 2
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--num", "1", "--length", "3", "--out", str(out)]) == 2
+    assert "--length must be in" in capsys.readouterr().err
+    assert cli.main(["sample", str(run), "--num", "1", "--out", str(out), "--sampler", "x"]) == 2
