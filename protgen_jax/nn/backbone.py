@@ -187,7 +187,6 @@ class BackboneDenoiser(nn.Module):
     max_relative_position: int = 32
     output_heads: int = 16
     local_neighbours: int = 3
-    head_x0_term: bool = False
     schedule: str | None = None
     timesteps: int = 1000
     coord_scale: float = 10.0
@@ -296,14 +295,6 @@ class BackboneDenoiser(nn.Module):
             name="head_gain",
             param_dtype=self.param_dtype,
         )(h.astype(jnp.float32))
-        if self.head_x0_term:
-            gain_x0 = nn.Dense(
-                heads,
-                kernel_init=nn.initializers.zeros_init(),
-                name="head_x0_gain",
-                param_dtype=self.param_dtype,
-            )(h.astype(jnp.float32))
-            gain = gain + self._sqrt_snr(t)[:, None, None] * gain_x0
         eps = jnp.einsum("bqh,bqhd->bqd", gain, x[:, :, None, :] - centroid)
         if self.local_neighbours > 0:
             offsets = [s * k for k in range(1, self.local_neighbours + 1) for s in (1, -1)]

@@ -103,7 +103,6 @@ class BackboneConfig:
     max_relative_position: int = 32
     output_heads: int = 8
     local_neighbours: int = 3
-    head_x0_term: bool = False
     steps: int = 4000
     learning_rate: float = 1e-3
     warmup_steps: int = 200
@@ -235,7 +234,6 @@ def build_model(config: BackboneConfig) -> BackboneDenoiser:
         max_relative_position=config.max_relative_position,
         output_heads=config.output_heads,
         local_neighbours=config.local_neighbours,
-        head_x0_term=config.head_x0_term,
         schedule=config.schedule,
         timesteps=config.timesteps,
         coord_scale=COORD_SCALE,
