@@ -43,6 +43,36 @@ def test_ddpm_recovers_gaussian(schedule, variance):
     _assert_gaussian(x, 0.25)
 
 
+def _reduced_noise_variance(schedule, var, noise_scale):
+    """Exact output variance of DDPM (sigma^2 = beta) driven by the exact eps, per-step noise scaled.
+
+    Every step is affine in ``x_t``: ``x0_hat = c + sqrt(ab) s^2 / v_t x_t``, so
+    ``Var_{t-1} = (coef1 sqrt(ab) s^2 / v_t + coef2)^2 Var_t + noise_scale^2 beta_t [t > 0]``, from 1.
+    """
+    ab = np.asarray(schedule.alpha_bars, np.float64)
+    c1 = np.asarray(schedule.posterior_mean_coef1, np.float64)
+    c2 = np.asarray(schedule.posterior_mean_coef2, np.float64)
+    betas = np.asarray(schedule.betas, np.float64)
+    v = 1.0
+    for t in range(len(betas) - 1, -1, -1):
+        slope = c1[t] * np.sqrt(ab[t]) * var / (ab[t] * var + 1 - ab[t]) + c2[t]
+        v = slope**2 * v + (noise_scale**2 * betas[t] if t > 0 else 0.0)
+    return v
+
+
+def test_ddpm_noise_scale_shrinks_variance_as_computed(schedule):
+    fn = Partial(_optimal_eps, schedule, 0.25)
+    default = dif.ddpm_sample(jax.random.key(3), fn, schedule, (64, 2))
+    same = dif.ddpm_sample(jax.random.key(3), fn, schedule, (64, 2), noise_scale=1.0)
+    np.testing.assert_array_equal(default, same)
+    expected = _reduced_noise_variance(schedule, 0.25, 0.5)
+    assert expected < 0.2  # clearly below the data variance 0.25
+    x = dif.ddpm_sample(jax.random.key(4), fn, schedule, (N, 2), noise_scale=0.5)
+    _assert_gaussian(x, expected)
+    with pytest.raises(ValueError, match="noise_scale"):
+        dif.ddpm_sample(jax.random.key(4), fn, schedule, (4, 2), noise_scale=-1.0)
+
+
 @pytest.mark.parametrize("num_steps,eta", [(250, 0.0), (1000, 1.0)])
 def test_ddim_recovers_gaussian(schedule, num_steps, eta):
     fn = Partial(_optimal_eps, schedule, 0.25)
