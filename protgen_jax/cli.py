@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate from a trained run")
     p.add_argument("run")
-    p.add_argument("--num", type=int, default=100, help="number of samples")
+    p.add_argument("--num", type=int, help="number of samples (default: 100; backbones 8)")
     p.add_argument("--length", type=int, help="sequence / backbone length")
     p.add_argument("--out", required=True, help="FASTA file or PDB folder")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motif", help="motif spec for backbone scaffolding (see docs)")
     p.add_argument("--sampler", default="ddpm", help="ddpm | ddim")
     p.add_argument("--steps", type=int, help="DDIM steps")
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        help="backbone DDPM: scale of each step's noise (default: run's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trajectory", action="store_true", help="also write a multi-model trajectory")
     p.set_defaults(func=_cmd_sample)
@@ -155,7 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--data", help="evaluate on this file instead of the run's held-out split")
     p.add_argument("--out", required=True, help="JSON report (plots go beside it)")
-    p.add_argument("--num", type=int, default=500, help="samples to draw for sample statistics")
+    p.add_argument(
+        "--num",
+        type=int,
+        help="samples for sample statistics (default: vae 500, seq 100, backbone 64)",
+    )
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        help="backbone DDPM: scale of each step's noise (default: run's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_evaluate)
     return parser

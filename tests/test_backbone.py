@@ -296,6 +296,16 @@ def test_sample_writes_pdbs_of_the_requested_length(run_dir, tmp_path):
         run_dir, {"num": 2, "length": 20, "out": str(tmp_path / "d"), "sampler": "ddim", "steps": 4}
     )
     assert ddim["steps"] == 4 and len(list((tmp_path / "d").glob("*.pdb"))) == 2
+    # Reduced noise: same key and start noise, less noise per step -> a different, valid sample.
+    calm = bb.sample(
+        run_dir, {"num": 3, "length": 24, "out": str(tmp_path / "n"), "noise_scale": 0.5}
+    )
+    assert calm["noise_scale"] == 0.5 and summary["noise_scale"] == 1.0
+    calm_ca = load_chain(tmp_path / "n" / "sample_0000.pdb", min_length=1).ca
+    assert np.isfinite(calm_ca).all()
+    assert not np.allclose(calm_ca, load_chain(files[0], min_length=1).ca, atol=1e-2)
+    with pytest.raises(DataError, match="--noise-scale must be in"):
+        bb.sample(run_dir, {"num": 1, "length": 24, "out": str(tmp_path / "m"), "noise_scale": -1})
 
 
 def test_motif_scaffolding_keeps_the_motif(run_dir, chain_folder, tmp_path):

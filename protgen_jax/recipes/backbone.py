@@ -115,6 +115,7 @@ class BackboneConfig:
     checkpoint_every: int = 250
     time_limit_minutes: float = 27.0  # stop at the first checkpoint past this (0 = no limit)
     sample_variance: str = "beta"  # DDPM reverse variance: "beta" or "posterior"
+    sample_noise_scale: float = 1.0  # scales sigma_t of each DDPM reverse step (< 1: reduced)
     sample_clip: float = 10.0  # clip x0_hat to +-this (model units, 100 Å; a safety net), 0 = off
     sample_batch: int = 64  # backbones per sampler call
     eval_num: int = 64  # default number of samples for `protgen evaluate`

@@ -191,6 +191,7 @@ def generate(
     *,
     sampler: str = "ddpm",
     ddim_steps: int = 100,
+    noise_scale: float | None = None,
     pad_to: int | None = None,
     motif: Motif | None = None,
     trajectory: bool = False,
@@ -200,7 +201,8 @@ def generate(
 
     Chunks of ``config.sample_batch`` share one compiled scan of shape [chunk, pad_to, 3] (default
     ``pad_to`` = the longest length); residues past each length are masked padding. With a motif, every
-    sample gets the motif (centred, in model units) at ``motif.indices``.
+    sample gets the motif (centred, in model units) at ``motif.indices``. ``noise_scale`` (default
+    ``config.sample_noise_scale``) scales the per-step noise of the DDPM sampler.
     """
     if sampler not in ("ddpm", "ddim"):
         raise DataError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
@@ -243,7 +245,13 @@ def generate(
         shape = (chunk, length, 3)
         if sampler == "ddpm":
             out = ddpm_sample(
-                step_key, fn, schedule, shape, variance=config.sample_variance, **kwargs
+                step_key,
+                fn,
+                schedule,
+                shape,
+                variance=config.sample_variance,
+                noise_scale=config.sample_noise_scale if noise_scale is None else noise_scale,
+                **kwargs,
             )
         else:
             out = ddim_sample(step_key, fn, schedule, shape, num_steps=ddim_steps, **kwargs)
@@ -301,11 +309,21 @@ def _check_count(name: str, value: int, low: int, high: int) -> int:
     return value
 
 
+def _noise_scale(options: dict[str, Any], config: BackboneConfig) -> float:
+    """``--noise-scale`` if given (checked), else the run's ``sample_noise_scale``."""
+    value = options.get("noise_scale")
+    value = config.sample_noise_scale if value is None else float(value)
+    if not 0.0 <= value <= 2.0:
+        raise DataError(f"--noise-scale must be in [0, 2], got {value}")
+    return value
+
+
 def sample(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Write ``num`` backbones of ``length`` residues as PDB files into the folder ``options["out"]``.
 
     Options: num (default 8), length (default 100), out, sampler ("ddpm" | "ddim"), steps (DDIM steps,
-    default 100), seed, trajectory (bool), motif (spec, see the module docstring).
+    default 100), noise_scale (DDPM per-step noise; default the run's ``sample_noise_scale``), seed,
+    trajectory (bool), motif (spec, see the module docstring).
     """
     num = _check_count("num", options.get("num") or 8, 1, 100_000)
     length = _check_count("length", options.get("length") or 100, MIN_LENGTH, MAX_LENGTH)
@@ -328,6 +346,7 @@ def sample(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         [length] * num,
         sampler=sampler,
         ddim_steps=ddim_steps,
+        noise_scale=_noise_scale(options, config),
         motif=motif,
         trajectory=bool(options.get("trajectory")),
         progress=not options.get("quiet"),
@@ -342,6 +361,7 @@ def sample(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         "num": num,
         "length": length,
         "sampler": sampler,
+        "noise_scale": _noise_scale(options, config) if sampler == "ddpm" else None,
         "steps": schedule.num_steps if sampler == "ddpm" else ddim_steps,
         "sampling_seconds": seconds,
         "trajectories": bool(trajectories),
@@ -418,7 +438,8 @@ def evaluate(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Geometry of samples and of random walks against natural chains; JSON + plots (module docstring).
 
     Options: out (JSON path; plots and ``<stem>_samples/`` go beside it), num (default
-    ``config.eval_num``), seed, data (a structure file or folder replacing the held-out split).
+    ``config.eval_num``), seed, data (a structure file or folder replacing the held-out split),
+    noise_scale (DDPM per-step noise; default the run's ``sample_noise_scale``).
     """
     if not options.get("out"):
         raise DataError("--out (the JSON report path) is required")
@@ -434,9 +455,11 @@ def evaluate(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     lengths = rng.integers(lo, hi + 1, num).tolist()
     denoise_fn = Partial(model.apply, params)
     t0 = time.perf_counter()
+    noise_scale = _noise_scale(options, config)
     samples, _ = generate(
-        jax.random.key(seed), denoise_fn, config, schedule, lengths, pad_to=hi, progress=progress
-    )
+        jax.random.key(seed), denoise_fn, config, schedule, lengths, pad_to=hi,
+        noise_scale=noise_scale, progress=progress,
+    )  # fmt: skip
     sampling_seconds = time.perf_counter() - t0
     walks = [random_walk_backbone(rng, n) for n in lengths]
     ref_stats = geometry_stats(reference)
@@ -447,7 +470,7 @@ def evaluate(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "num_samples": num,
         "sample_lengths": [lo, hi],
-        "sampler": f"ddpm T={schedule.num_steps}",
+        "sampler": f"ddpm T={schedule.num_steps}, noise scale {noise_scale}",
         "reference": str(options.get("data") or "held-out split"),
         "num_reference": len(reference),
         "natural": model_report["reference"],
