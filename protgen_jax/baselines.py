@@ -15,9 +15,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SiteIndependentModel:
-    """Per-column log-probabilities ``log_f [L, K]``."""
+    """Per-column log-probabilities ``log_f [L, K]``; with ``gap_token`` set, gaps are not modelled
+    (``f_l(gap) = 0``, never sampled, and gap positions are skipped by ``log_prob``), matching a VAE
+    trained with ``model_gaps=False``."""
 
     log_f: np.ndarray
+    gap_token: int | None = None
 
     @classmethod
     def fit(
@@ -26,18 +29,25 @@ class SiteIndependentModel:
         weights: np.ndarray | None = None,
         num_tokens: int = 21,
         pseudocount: float = 0.5,
+        gap_token: int | None = None,
     ) -> SiteIndependentModel:
         """Fit from ``tokens [N, L]`` with optional sequence weights; ``pseudocount`` is added per letter,
         in units of effective sequences."""
         tokens = np.asarray(tokens)
         w = np.ones(len(tokens)) if weights is None else np.asarray(weights, np.float64)
         counts = np.einsum("n,nlk->lk", w, np.eye(num_tokens)[tokens]) + pseudocount
-        return cls(np.log(counts / counts.sum(-1, keepdims=True)))
+        if gap_token is not None:
+            counts[:, gap_token] = 0.0
+        with np.errstate(divide="ignore"):
+            return cls(np.log(counts / counts.sum(-1, keepdims=True)), gap_token)
 
     def log_prob(self, tokens: np.ndarray) -> np.ndarray:
-        """``log p(x) = sum_l log f_l(x_l)`` for ``tokens [N, L]`` -> ``[N]``."""
+        """``log p(x) = sum_l log f_l(x_l)`` over the modelled positions of ``tokens [N, L]`` -> ``[N]``."""
         tokens = np.asarray(tokens)
-        return np.take_along_axis(self.log_f[None], tokens[..., None], -1)[..., 0].sum(-1)
+        picked = np.take_along_axis(self.log_f[None], tokens[..., None], -1)[..., 0]
+        if self.gap_token is not None:
+            picked = np.where(tokens == self.gap_token, 0.0, picked)
+        return picked.sum(-1)
 
     def sample(self, rng: np.random.Generator, num: int) -> np.ndarray:
         """``[num, L]`` int32 samples, each column drawn independently."""

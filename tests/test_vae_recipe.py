@@ -200,3 +200,29 @@ def test_training_killed_mid_run_resumes_from_last_checkpoint(slice_a2m, tmp_pat
     assert steps == sorted(
         set(steps)
     )  # nothing logged twice: records after the checkpoint were dropped
+
+
+@pytest.mark.parametrize("model_name", ["lecture", "deepsequence"])
+def test_unmodelled_gaps_leave_the_likelihood_and_the_samples(model_name):
+    import jax
+    import jax.numpy as jnp
+
+    from protgen_jax.recipes.vae import build_model
+
+    L = 12
+    tokens = jnp.array([[0, 20, 3, 4, 20, 5, 6, 7, 8, 20, 9, 10]] * 2, jnp.int32)
+    small = dict(model=model_name, encoder_widths=(16,), decoder_widths=(8, 16), latent_dim=4)
+    with_gaps = build_model(VAEConfig(**small), L)
+    without = build_model(VAEConfig(**small, model_gaps=False), L)
+    params = with_gaps.init(jax.random.key(0), L)
+    z = jax.random.normal(jax.random.key(1), (2, 4))
+    raw = with_gaps.decode(params, z)
+    logits = without.decode(params, z)
+    assert int(jnp.argmax(logits, -1).max()) < 20  # never a gap
+    # Expected: log-softmax over the 20 residue letters, summed over the 9 residue positions.
+    log_p = jax.nn.log_softmax(raw[..., :20], -1)
+    residue = np.asarray(tokens[0]) != 20
+    expected = np.asarray(log_p)[:, np.arange(L)[residue], np.asarray(tokens[0])[residue]].sum(-1)
+    np.testing.assert_allclose(without.log_likelihood(logits, tokens), expected, rtol=1e-5)
+    # Modelling gaps counts the gap positions (and normalises over 21 letters): a different number.
+    assert not np.allclose(with_gaps.log_likelihood(raw, tokens), expected, rtol=1e-3)

@@ -212,6 +212,7 @@ class SequenceVAE(nn.Module):
     bayesian: bool = True
     sparsity: bool = True
     dictionary_size: int = 40
+    sparsity_prior_p: float = 0.01
     temperature: bool = True
     dtype: Dtype = jnp.float32
 
@@ -225,6 +226,7 @@ class SequenceVAE(nn.Module):
             bayesian=self.bayesian,
             sparsity=self.sparsity,
             dictionary_size=self.dictionary_size,
+            sparsity_prior_p=self.sparsity_prior_p,
             temperature=self.temperature,
             dtype=self.dtype,
         )

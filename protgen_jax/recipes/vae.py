@@ -33,6 +33,7 @@ from protgen_jax.data import (
     resolve,
     sequence_weights,
 )
+from protgen_jax.data.alphabet import GAP_TOKEN
 from protgen_jax.errors import DataError
 from protgen_jax.nn import ProteinVAE
 from protgen_jax.nn.deepsequence import SequenceVAE
@@ -63,6 +64,10 @@ class VAEConfig:
     bayesian: bool = True
     sparsity: bool = True
     dictionary_size: int = 40
+    sparsity_prior_p: float = (
+        0.01  # prior mass of an "on" sparsity gate (DeepSequence's logit_p: 0.001)
+    )
+    model_gaps: bool = True  # False: gaps are not a letter of the likelihood (DeepSequence / EVE)
     steps: int = 8000
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -159,11 +164,17 @@ class VAEModel(NamedTuple):
     """A VAE as functions of params (the seam between Flax modules and the math).
 
     ``encode(params, tokens) -> (mu, logvar)``; ``decode(params, z, key) -> logits`` (``key=None`` uses
-    the decoder's mean weights); ``weight_kl(params) -> scalar``.
+    the decoder's mean weights); ``weight_kl(params) -> scalar``; ``log_likelihood(logits, tokens) -> [B]``.
+
+    ``gap_token``: when set, gaps are *not modelled* (DeepSequence / EVE): the decoder's gap logit is pinned
+    to -1e9 (samples and reconstructions contain no gaps) and gap positions are left out of
+    ``log p(x | z)``, so the likelihood is over the residues a sequence has. ``None`` models the gap as a
+    21st letter.
     """
 
     module: Any
     bayesian: bool
+    gap_token: int | None = None
 
     def init(self, key: jax.Array, seq_len: int) -> Any:
         tokens = jnp.zeros((1, seq_len), jnp.int32)
@@ -183,11 +194,23 @@ class VAEModel(NamedTuple):
     def decode(self, params, z, key=None):
         if isinstance(self.module, SequenceVAE):
             if key is None or not self.bayesian:
-                return self.module.apply(params, z, False, method=self.module.decode)
-            return self.module.apply(
-                params, z, True, method=self.module.decode, rngs={"weights": key}
-            )
-        return self.module.apply(params, z, method=self.module.decode)
+                logits = self.module.apply(params, z, False, method=self.module.decode)
+            else:
+                logits = self.module.apply(
+                    params, z, True, method=self.module.decode, rngs={"weights": key}
+                )
+        else:
+            logits = self.module.apply(params, z, method=self.module.decode)
+        if self.gap_token is not None:
+            logits = logits.at[..., self.gap_token].set(-1e9)
+        return logits
+
+    def log_likelihood(self, logits, tokens):
+        """``log p(x | z)`` per sequence ``[B]``; gap positions are skipped when gaps are not modelled."""
+        if self.gap_token is None:
+            return vae_math.categorical_log_likelihood(logits, tokens)
+        residue = tokens != self.gap_token
+        return vae_math.categorical_log_likelihood(logits, jnp.where(residue, tokens, 0), residue)
 
     def weight_kl(self, params):
         if isinstance(self.module, SequenceVAE) and self.bayesian:
@@ -197,6 +220,7 @@ class VAEModel(NamedTuple):
 
 def build_model(config: VAEConfig, seq_len: int) -> VAEModel:
     """The configured network for an alignment of ``seq_len`` match columns."""
+    gap_token = None if config.model_gaps else GAP_TOKEN
     if config.model == "lecture":
         module = ProteinVAE(
             seq_len=seq_len,
@@ -204,7 +228,7 @@ def build_model(config: VAEConfig, seq_len: int) -> VAEModel:
             decoder_widths=config.decoder_widths,
             latent_dim=config.latent_dim,
         )
-        return VAEModel(module, bayesian=False)
+        return VAEModel(module, bayesian=False, gap_token=gap_token)
     if config.model == "deepsequence":
         module = SequenceVAE(
             seq_len=seq_len,
@@ -214,8 +238,9 @@ def build_model(config: VAEConfig, seq_len: int) -> VAEModel:
             bayesian=config.bayesian,
             sparsity=config.sparsity,
             dictionary_size=config.dictionary_size,
+            sparsity_prior_p=config.sparsity_prior_p,
         )
-        return VAEModel(module, bayesian=config.bayesian)
+        return VAEModel(module, bayesian=config.bayesian, gap_token=gap_token)
     raise DataError(f"unknown VAE model {config.model!r}; expected 'deepsequence' or 'lecture'")
 
 
@@ -228,13 +253,14 @@ def make_loss_fn(model: VAEModel, neff: float):
         mu, logvar = model.encode(params, tokens)
         z = vae_math.reparameterize(eps_key, mu, logvar)
         logits = model.decode(params, z, weight_key)
-        terms = vae_math.negative_elbo(logits, tokens, mu, logvar, beta=batch["beta"])
+        nll = -model.log_likelihood(logits, tokens)
+        kl = vae_math.gaussian_kl(mu, logvar)
         weight_kl = model.weight_kl(params) / neff
-        loss = jnp.mean(terms.loss) + weight_kl
+        loss = jnp.mean(nll + batch["beta"] * kl) + weight_kl
         return loss, {
-            "neg_elbo": jnp.mean(terms.neg_elbo),
-            "nll": jnp.mean(terms.nll),
-            "kl_z": jnp.mean(terms.kl),
+            "neg_elbo": jnp.mean(nll + kl),
+            "nll": jnp.mean(nll),
+            "kl_z": jnp.mean(kl),
             "kl_weights": weight_kl,
         }
 
@@ -260,7 +286,7 @@ def make_elbo_estimator(model: VAEModel, num_samples: int):
             eps = jax.random.normal(eps_key, (1, mu.shape[1]))
             z = mu + jnp.exp(0.5 * logvar) * eps
             logits = model.decode(params, z, weight_key if model.bayesian else None)
-            return total + vae_math.categorical_log_likelihood(logits, tokens) - kl, None
+            return total + model.log_likelihood(logits, tokens) - kl, None
 
         total, _ = jax.lax.scan(
             body, jnp.zeros(tokens.shape[0]), jax.random.split(key, num_samples)

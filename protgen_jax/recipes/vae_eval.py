@@ -108,7 +108,9 @@ def score(run_dirs: list[Path], options: dict[str, Any]) -> dict[str, Any]:
     ensemble = np.mean(per_run, axis=0)
 
     train = ~prep0.holdout
-    site = SiteIndependentModel.fit(aln.tokens[train], prep0.weights[train])
+    site = SiteIndependentModel.fit(
+        aln.tokens[train], prep0.weights[train], gap_token=runs[0][2].gap_token
+    )
     site_scores = dms.delta(site.log_prob(dms.sequences))
     report = {
         "spearman": spearman(ensemble, dms.fitness),
@@ -219,18 +221,21 @@ def evaluate(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     num = int(options.get("num") or 500)
     key = jax.random.key(int(options.get("seed", 0)))
     train, held = aln.tokens[~holdout], aln.tokens[holdout]
-    site = SiteIndependentModel.fit(train, weights[~holdout])
+    site = SiteIndependentModel.fit(train, weights[~holdout], gap_token=model.gap_token)
 
     estimator = make_elbo_estimator(model, 20)
     held_elbo = batched_elbo(estimator, params, held, key)
     vae_samples = generate(key, model, params, num)
     site_samples = site.sample(np.random.default_rng(int(options.get("seed", 0))), num)
     recon = reconstruct(model, params, held)
+    # Positions the model is judged on: all, or the residues only when it does not model gaps.
+    scored = np.ones(held.shape, bool) if model.gap_token is None else held != model.gap_token
     report = {
         "num_holdout": int(len(held)),
         "holdout_neg_elbo_per_seq": float(-held_elbo.mean()),
         "site_independent_holdout_nll_per_seq": float(-site.log_prob(held).mean()),
-        "holdout_reconstruction_accuracy": float((recon == held).mean()),
+        "models_gaps": model.gap_token is None,
+        "holdout_reconstruction_accuracy": float((recon == held)[scored].mean()),
         "vae_samples": sequence_statistics_report(vae_samples, held, train),
         "site_independent_samples": sequence_statistics_report(site_samples, held, train),
     }
