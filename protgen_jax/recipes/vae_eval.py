@@ -100,7 +100,9 @@ def score(run_dirs: list[Path], options: dict[str, Any]) -> dict[str, Any]:
     for run_dir, (_, _, model, params) in zip(run_dirs, runs, strict=True):
         estimator = make_elbo_estimator(model, num_samples)
         with tqdm(
-            total=len(dms.sequences), desc=f"score {Path(run_dir).name} (M={num_samples})"
+            total=len(dms.sequences),
+            desc=f"score {Path(run_dir).name} (M={num_samples})",
+            disable=bool(options.get("quiet")),
         ) as bar:
             elbo = batched_elbo(estimator, params, dms.sequences, key, progress=bar)
         per_run.append(dms.delta(elbo))
