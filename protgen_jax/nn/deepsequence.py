@@ -13,6 +13,15 @@ mutations". The encoder is the lecture's MLP (``[B, L, K]`` one-hot -> ``mu, log
 3. **A shared amino-acid dictionary.** ``W = W' @ C`` with ``W' [H, L, d]`` and ``C [d, K]`` (d = 40).
 4. **A learned inverse temperature** ``softplus(lambda)`` on the logits.
 
+Training can draw the output layer with the **local reparameterization trick** (Kingma, Salimans & Welling
+2015): given the hidden activations ``h [B, H]``, the sampled gates ``g [H, L]`` and dictionary ``C [d, K]``,
+the pre-dictionary activations ``A[b, l, :] = sum_h h[b, h] g[h, l] W'[h, l, :]`` are Gaussian with mean
+``h @ (g * mu')`` and variance ``h^2 @ (g^2 * sigma'^2)``, so one draws ``A`` per example
+(``[B, L, d]`` normals) instead of one ``W' [H, L, d]`` for the whole batch. Each example's logits have the
+same distribution as before (the objective is unchanged) but examples no longer share one weight draw, so
+the gradient variance of the 5M output weights falls by up to the batch size. Scoring keeps shared draws
+(common random numbers between a mutant and the wild type).
+
 Setting ``bayesian=False`` gives point-estimate weights (then the KL term is 0) and ``sparsity=False`` /
 ``dictionary_size=0`` switch off 2 and 3, so the same module spans "lecture VAE" to "DeepSequence".
 """
@@ -69,6 +78,12 @@ class _Weight(nn.Module):
             return self.mu
         eps = jax.random.normal(self.make_rng("weights"), self.shape)
         return self.mu + jnp.exp(self.log_sigma) * eps
+
+    def moments(self) -> tuple[jax.Array, jax.Array]:
+        """``(mu, sigma)`` of ``q(w)`` (``sigma = 0`` for point estimates)."""
+        if not self.bayesian:
+            return self.mu, jnp.zeros_like(self.mu)
+        return self.mu, jnp.exp(self.log_sigma)
 
     def kl(self) -> jax.Array:
         if not self.bayesian:
@@ -138,27 +153,59 @@ class SparseBayesianDecoder(nn.Module):
         if self.temperature:
             self.inv_temperature = _Weight((1,), self.bayesian, nn.initializers.ones)
 
-    def __call__(self, z: jax.Array, sample: bool = True) -> jax.Array:
+    def __call__(self, z: jax.Array, sample: bool = True, local: bool = False) -> jax.Array:
         """Logits ``[B, L, K]`` (float32) for latents ``z [B, D]``; ``sample`` draws the weights
-        (needs the ``"weights"`` rng), else uses their means."""
-        L, K, H = self.seq_len, self.vocab_size, self.hidden[-1]
+        (needs the ``"weights"`` rng), else uses their means. ``local`` (with ``sample``) draws the
+        output layer per example by the local reparameterization trick (see the module docstring)."""
+        L, K = self.seq_len, self.vocab_size
         h = z.astype(self.dtype)
         last = len(self.hidden) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = h @ w(sample).astype(self.dtype) + b(sample).astype(self.dtype)[None]
             h = nn.sigmoid(h) if i == last else nn.relu(h)
+        if local and sample and self.bayesian:
+            logits = self._local_output(h)
+        else:
+            logits = self._shared_output(h, sample)
+        if self.temperature:
+            logits = logits * nn.softplus(self.inv_temperature(sample)).astype(self.dtype)[None]
+        return logits.reshape(z.shape[0], L, K).astype(jnp.float32)
+
+    def _gate(self, sample: bool) -> jax.Array:
+        """Sparsity gates ``sigmoid(S)`` tiled to ``[H, L]`` (ones without sparsity)."""
+        if not self.sparsity:
+            return jnp.ones((self.hidden[-1], self.seq_len), jnp.float32)
+        return nn.sigmoid(jnp.tile(self.scale(sample), (self.num_tiles, 1)))
+
+    def _local_output(self, h: jax.Array) -> jax.Array:
+        """``[B, L*K]`` output pre-activations with per-example draws of ``A = h @ (g * W')``."""
+        L, K, H = self.seq_len, self.vocab_size, self.hidden[-1]
+        d = self.dictionary_size or K
+        gate = self._gate(True)[:, :, None]  # [H, L, 1]
+        mu, sigma = self.w_out.moments()
+        mean = h @ (gate * mu.reshape(H, L, d)).reshape(H, L * d).astype(self.dtype)
+        var = jnp.square(h) @ (jnp.square(gate * sigma.reshape(H, L, d))).reshape(H, L * d)
+        noise = jax.random.normal(self.make_rng("weights"), mean.shape, mean.dtype)
+        act = mean + jnp.sqrt(var.astype(self.dtype) + 1e-12) * noise  # [B, L*d]
+        if self.dictionary_size:
+            act = act.reshape(-1, d) @ self.dictionary(True).astype(self.dtype)
+        b_mu, b_sigma = self.b_out.moments()
+        b_noise = jax.random.normal(self.make_rng("weights"), (h.shape[0], L * K), mean.dtype)
+        return act.reshape(h.shape[0], L * K) + (b_mu[None] + b_sigma[None] * b_noise).astype(
+            self.dtype
+        )
+
+    def _shared_output(self, h: jax.Array, sample: bool) -> jax.Array:
+        """``[B, L*K]`` output pre-activations with one weight draw (or the means) for the batch."""
+        L, K, H = self.seq_len, self.vocab_size, self.hidden[-1]
         w_out = self.w_out(sample)
         if self.dictionary_size:
             w_out = w_out.reshape(H * L, self.dictionary_size) @ self.dictionary(sample)
         w_out = w_out.reshape(H, L, K)
         if self.sparsity:
-            gate = nn.sigmoid(jnp.tile(self.scale(sample), (self.num_tiles, 1)))  # [H, L]
-            w_out = w_out * gate[:, :, None]
+            w_out = w_out * self._gate(sample)[:, :, None]
         logits = h @ w_out.reshape(H, L * K).astype(self.dtype)
-        logits = logits + self.b_out(sample).astype(self.dtype)[None]
-        if self.temperature:
-            logits = logits * nn.softplus(self.inv_temperature(sample)).astype(self.dtype)[None]
-        return logits.reshape(z.shape[0], L, K).astype(jnp.float32)
+        return logits + self.b_out(sample).astype(self.dtype)[None]
 
     def weight_kl(self) -> jax.Array:
         """``KL(q(W) || p(W))`` summed over every variational weight (0 for point estimates)."""
@@ -199,7 +246,8 @@ class MLPEncoder(nn.Module):
 class SequenceVAE(nn.Module):
     """Encoder + :class:`SparseBayesianDecoder`, with the lecture's ``encode`` / ``decode`` / ``__call__``.
 
-    ``__call__(tokens [B, L] int or one-hot [B, L, K], eps [B, D], sample_weights) -> (logits, mu, logvar)``;
+    ``__call__(tokens [B, L] int or one-hot [B, L, K], eps [B, D], sample_weights, local) -> (logits, mu,
+    logvar)``;
     ``weight_kl()`` gives the decoder's weight KL. Defaults are DeepSequence's (1500-1500 encoder,
     z = 30, 100-500 decoder).
     """
@@ -240,17 +288,18 @@ class SequenceVAE(nn.Module):
         """``(mu, logvar) [B, D]`` for tokens ``[B, L]`` or one-hot ``[B, L, K]``."""
         return self.encoder(self._one_hot(x))
 
-    def decode(self, z: jax.Array, sample_weights: bool = False) -> jax.Array:
-        """Logits ``[B, L, K]``; ``sample_weights`` draws decoder weights (rng ``"weights"``)."""
-        return self.decoder(z, sample_weights)
+    def decode(self, z: jax.Array, sample_weights: bool = False, local: bool = False) -> jax.Array:
+        """Logits ``[B, L, K]``; ``sample_weights`` draws decoder weights (rng ``"weights"``), per example
+        for the output layer when ``local`` (local reparameterization; training only)."""
+        return self.decoder(z, sample_weights, local)
 
     def weight_kl(self) -> jax.Array:
         """``KL(q(W) || p(W))`` of the decoder weights (scalar, nats)."""
         return self.decoder.weight_kl()
 
     def __call__(
-        self, x: jax.Array, eps: jax.Array, sample_weights: bool = True
+        self, x: jax.Array, eps: jax.Array, sample_weights: bool = True, local: bool = False
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         mu, logvar = self.encode(x)
         z = mu + jnp.exp(0.5 * logvar) * eps
-        return self.decode(z, sample_weights), mu, logvar
+        return self.decode(z, sample_weights, local), mu, logvar

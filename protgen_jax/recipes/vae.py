@@ -68,6 +68,7 @@ class VAEConfig:
         0.01  # prior mass of an "on" sparsity gate (DeepSequence's logit_p: 0.001)
     )
     model_gaps: bool = True  # False: gaps are not a letter of the likelihood (DeepSequence / EVE)
+    local_reparameterization: bool = False  # train the Bayesian output layer with per-example draws
     steps: int = 8000
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -170,11 +171,15 @@ class VAEModel(NamedTuple):
     to -1e9 (samples and reconstructions contain no gaps) and gap positions are left out of
     ``log p(x | z)``, so the likelihood is over the residues a sequence has. ``None`` models the gap as a
     21st letter.
+
+    ``local_reparameterization``: the training loss draws the Bayesian output layer per example
+    (``decode(..., local=True)``); scoring and sampling keep one shared draw per call.
     """
 
     module: Any
     bayesian: bool
     gap_token: int | None = None
+    local_reparameterization: bool = False
 
     def init(self, key: jax.Array, seq_len: int) -> Any:
         tokens = jnp.zeros((1, seq_len), jnp.int32)
@@ -191,13 +196,13 @@ class VAEModel(NamedTuple):
     def encode(self, params, tokens):
         return self.module.apply(params, tokens, method=self.module.encode)
 
-    def decode(self, params, z, key=None):
+    def decode(self, params, z, key=None, local=False):
         if isinstance(self.module, SequenceVAE):
             if key is None or not self.bayesian:
                 logits = self.module.apply(params, z, False, method=self.module.decode)
             else:
                 logits = self.module.apply(
-                    params, z, True, method=self.module.decode, rngs={"weights": key}
+                    params, z, True, local, method=self.module.decode, rngs={"weights": key}
                 )
         else:
             logits = self.module.apply(params, z, method=self.module.decode)
@@ -240,7 +245,12 @@ def build_model(config: VAEConfig, seq_len: int) -> VAEModel:
             dictionary_size=config.dictionary_size,
             sparsity_prior_p=config.sparsity_prior_p,
         )
-        return VAEModel(module, bayesian=config.bayesian, gap_token=gap_token)
+        return VAEModel(
+            module,
+            bayesian=config.bayesian,
+            gap_token=gap_token,
+            local_reparameterization=config.local_reparameterization,
+        )
     raise DataError(f"unknown VAE model {config.model!r}; expected 'deepsequence' or 'lecture'")
 
 
@@ -252,7 +262,7 @@ def make_loss_fn(model: VAEModel, neff: float):
         eps_key, weight_key = jax.random.split(key)
         mu, logvar = model.encode(params, tokens)
         z = vae_math.reparameterize(eps_key, mu, logvar)
-        logits = model.decode(params, z, weight_key)
+        logits = model.decode(params, z, weight_key, local=model.local_reparameterization)
         nll = -model.log_likelihood(logits, tokens)
         kl = vae_math.gaussian_kl(mu, logvar)
         weight_kl = model.weight_kl(params) / neff
