@@ -16,8 +16,11 @@ def main(argv: list[str]) -> None:
     out, *pairs = argv
     runs = {}
     for pair in pairs:
-        label, run = pair.split("=", 1)
-        runs[label] = read_metrics(Path(run) / "metrics.jsonl")
+        label, run = pair.rsplit("=", 1)  # labels may contain "=" (e.g. "p=0.001"), paths rarely do
+        metrics = Path(run) / "metrics.jsonl"
+        if not metrics.exists():
+            raise SystemExit(f"{metrics}: no such file (argument {pair!r})")
+        runs[label] = read_metrics(metrics)
     plot_runs(
         runs, ["spearman", "val_neg_elbo"], Path(out), reference=PUBLISHED, title="BLAT_ECOLX VAE"
     )

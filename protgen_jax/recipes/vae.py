@@ -64,12 +64,12 @@ class VAEConfig:
     bayesian: bool = True
     sparsity: bool = True
     dictionary_size: int = 40
-    sparsity_prior_p: float = (
-        0.01  # prior mass of an "on" sparsity gate (DeepSequence's logit_p: 0.001)
-    )
+    sparsity_prior_p: float = 0.001  # prior mass of an "on" sparsity gate (DeepSequence's logit_p)
     model_gaps: bool = True  # False: gaps are not a letter of the likelihood (DeepSequence / EVE)
-    local_reparameterization: bool = False  # train the Bayesian output layer with per-example draws
-    steps: int = 8000
+    local_reparameterization: bool = (
+        True  # per-example draws of the Bayesian output layer in training
+    )
+    steps: int = 12000  # about 20 min on an idle 2-core CPU
     batch_size: int = 100
     learning_rate: float = 1e-3
     weight_decay: float = 0.0  # decoupled (AdamW); EVE-style regularization for the lecture model
