@@ -93,12 +93,13 @@ def bench_train_steps(n_steps):
             "ProteinVAE 1500-1500/100-500 z30",
             ProteinVAE(253, encoder_widths=(1500, 1500), decoder_widths=(100, 500), latent_dim=30),
             128,
+            False,
         ),
-        ("DeepSequence VAE (Bayesian sparse), one weight draw", SequenceVAE(253), 128),
-        ("same, local reparameterization", SequenceVAE(253), 128),
+        ("DeepSequence VAE (Bayesian sparse), one weight draw", SequenceVAE(253), 128, False),
+        ("same, local reparameterization", SequenceVAE(253), 128, True),
     ]
-    for name, model, batch in configs:
-        state, step, tokens = _vae_step(model, batch, 253, local="local" in name)
+    for name, model, batch, local in configs:
+        state, step, tokens = _vae_step(model, batch, 253, local=local)
         holder = {"state": state}
 
         def run(step=step, tokens=tokens, holder=holder):

@@ -77,13 +77,11 @@ class _Weight(nn.Module):
         if not (self.bayesian and sample):
             return self.mu
         eps = jax.random.normal(self.make_rng("weights"), self.shape)
-        return self.mu + jnp.exp(self.log_sigma) * eps
+        return self.mu + self.sigma() * eps
 
-    def moments(self) -> tuple[jax.Array, jax.Array]:
-        """``(mu, sigma)`` of ``q(w)`` (``sigma = 0`` for point estimates)."""
-        if not self.bayesian:
-            return self.mu, jnp.zeros_like(self.mu)
-        return self.mu, jnp.exp(self.log_sigma)
+    def sigma(self) -> jax.Array:
+        """Standard deviation of ``q(w)`` (only for variational weights)."""
+        return jnp.exp(self.log_sigma)
 
     def kl(self) -> jax.Array:
         if not self.bayesian:
@@ -182,18 +180,18 @@ class SparseBayesianDecoder(nn.Module):
         L, K, H = self.seq_len, self.vocab_size, self.hidden[-1]
         d = self.dictionary_size or K
         gate = self._gate(True)[:, :, None]  # [H, L, 1]
-        mu, sigma = self.w_out.moments()
+        mu, sigma = self.w_out.mu, self.w_out.sigma()
         mean = h @ (gate * mu.reshape(H, L, d)).reshape(H, L * d).astype(self.dtype)
         var = jnp.square(h) @ (jnp.square(gate * sigma.reshape(H, L, d))).reshape(H, L * d)
         noise = jax.random.normal(self.make_rng("weights"), mean.shape, mean.dtype)
         act = mean + jnp.sqrt(var.astype(self.dtype) + 1e-12) * noise  # [B, L*d]
         if self.dictionary_size:
             act = act.reshape(-1, d) @ self.dictionary(True).astype(self.dtype)
-        b_mu, b_sigma = self.b_out.moments()
-        b_noise = jax.random.normal(self.make_rng("weights"), (h.shape[0], L * K), mean.dtype)
-        return act.reshape(h.shape[0], L * K) + (b_mu[None] + b_sigma[None] * b_noise).astype(
-            self.dtype
+        # The output bias is its own weight per example: b_mu + b_sigma * noise with noise [B, L*K].
+        bias = self.b_out.mu[None] + self.b_out.sigma()[None] * jax.random.normal(
+            self.make_rng("weights"), (h.shape[0], L * K)
         )
+        return act.reshape(h.shape[0], L * K) + bias.astype(self.dtype)
 
     def _shared_output(self, h: jax.Array, sample: bool) -> jax.Array:
         """``[B, L*K]`` output pre-activations with one weight draw (or the means) for the batch."""

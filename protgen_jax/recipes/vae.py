@@ -66,9 +66,7 @@ class VAEConfig:
     dictionary_size: int = 40
     sparsity_prior_p: float = 0.001  # prior mass of an "on" sparsity gate (DeepSequence's logit_p)
     model_gaps: bool = True  # False: gaps are not a letter of the likelihood (DeepSequence / EVE)
-    local_reparameterization: bool = (
-        True  # per-example draws of the Bayesian output layer in training
-    )
+    local_reparameterization: bool = True  # per-example output-layer draws in training
     steps: int = 12000  # about 20 min on an idle 2-core CPU
     batch_size: int = 100
     learning_rate: float = 1e-3
