@@ -40,7 +40,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from protgen_jax.recipes import recipe_for_model
-    from protgen_jax.recipes.config import apply_overrides, load_config
+    from protgen_jax.recipes.config import apply_overrides, load_config, missing_keys
 
     recipe = recipe_for_model(args.model)
     run_dir = Path(args.out)
@@ -53,6 +53,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(
             f"resuming {run_dir} (config from {saved}; --set/--steps still apply)", file=sys.stderr
         )
+        filled = missing_keys(type(config), saved)
+        if filled:
+            listed = ", ".join(f"{key}={value}" for key, value in filled.items())
+            print(
+                f"warning: {saved} predates these keys; they take today's defaults: {listed} "
+                "(pass --set to keep the run's original behaviour)",
+                file=sys.stderr,
+            )
     overrides = list(args.set or [])
     if args.data:
         data = str(Path(args.data).resolve())

@@ -71,6 +71,33 @@ def test_resume_continues_from_checkpoint(tiny_run):
     assert steps == sorted(steps) and steps.count(4) == 2  # train + eval at 4, nothing replayed
 
 
+def test_resuming_a_run_older_than_a_config_key_names_the_filled_defaults(
+    tiny_run, tmp_path, capsys
+):
+    """A config.json written before a key existed resumes with today's default, and says which."""
+    import shutil
+
+    run = tmp_path / "old_run"
+    shutil.copytree(tiny_run[0], run)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["local_reparameterization"], saved["sparsity_prior_p"]
+    (run / "config.json").write_text(json.dumps(saved))
+    from protgen_jax.recipes.config import missing_keys
+
+    assert missing_keys(VAEConfig, run / "config.json") == {
+        "sparsity_prior_p": VAEConfig().sparsity_prior_p,
+        "local_reparameterization": VAEConfig().local_reparameterization,
+    }
+    steps = max(
+        json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    )
+    assert main(["--quiet", "train", "vae", "--out", str(run), "--steps", str(steps)]) == 0
+    err = capsys.readouterr().err
+    assert "predates these keys" in err and "local_reparameterization=True" in err
+    assert main(["--quiet", "train", "vae", "--out", str(tiny_run[0]), "--steps", str(steps)]) == 0
+    assert "predates" not in capsys.readouterr().err  # a run written today fills nothing
+
+
 def test_prepare_dms_maps_real_mutants(tiny_run, shared_data):
     run, _, _ = tiny_run
     _, prep, _, _ = load_run(run)

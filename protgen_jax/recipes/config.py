@@ -87,6 +87,20 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
+def missing_keys(cls: type[C], path: Path) -> dict[str, Any]:
+    """Fields of ``cls`` that the config JSON at ``path`` does not mention, with the defaults that fill them.
+
+    A run folder written before a field existed loads with today's default for it, which may not be what
+    the run was trained with; resuming says so instead of changing the model silently.
+    """
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read run config ({err})") from err
+    defaults = config_to_dict(cls())
+    return {key: value for key, value in defaults.items() if key not in saved}
+
+
 def load_config(cls: type[C], path: Path) -> C:
     """Read a config JSON written by a run."""
     try:
