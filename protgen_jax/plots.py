@@ -17,7 +17,7 @@ def _save(fig, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -43,7 +43,18 @@ def plot_curves(
                 ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split)
         ax.set_xlabel("step")
         ax.set_title(key)
-        ax.legend(fontsize=8)
+    # One legend for all panels, below them, so it never hides a curve however many runs there are.
+    handles, labels = [], []
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        fig.tight_layout()
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8
+        )
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -129,7 +140,18 @@ def plot_runs(
                 ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, va="bottom")
         ax.set_xlabel("step")
         ax.set_title(key)
-        ax.legend(fontsize=8)
+    # One legend for all panels, below them, so it never hides a curve however many runs there are.
+    handles, labels = [], []
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        fig.tight_layout()
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8
+        )
     if title:
         fig.suptitle(title)
     return _save(fig, path)
