@@ -7,15 +7,33 @@ Functional primitives live in :mod:`protgen_jax.vae` (ELBO, KL, reparameterizati
 :mod:`protgen_jax.recipes`; the command line in :mod:`protgen_jax.cli`.
 """
 
-from protgen_jax.diffusion import (
-    cosine_schedule,
-    ddim_sample,
-    ddpm_sample,
-    linear_schedule,
-    noise_mse,
-    q_sample,
-)
-from protgen_jax.vae import gaussian_kl, negative_elbo, reparameterize
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562), so `import protgen_jax.data.registry` or `protgen data list` does not
+# pay for importing JAX.
+_LAZY = {
+    "cosine_schedule": "protgen_jax.diffusion",
+    "ddim_sample": "protgen_jax.diffusion",
+    "ddpm_sample": "protgen_jax.diffusion",
+    "linear_schedule": "protgen_jax.diffusion",
+    "noise_mse": "protgen_jax.diffusion",
+    "q_sample": "protgen_jax.diffusion",
+    "gaussian_kl": "protgen_jax.vae",
+    "negative_elbo": "protgen_jax.vae",
+    "reparameterize": "protgen_jax.vae",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'protgen_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

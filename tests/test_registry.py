@@ -215,3 +215,27 @@ def test_upstream_hashes_match_shared_files(shared_data):
     for dataset in DATASETS.values():
         for filename in dataset.files:
             assert (shared_data / dataset.name / filename).exists(), (dataset.name, filename)
+
+
+def test_registry_and_cli_data_list_do_not_import_jax():
+    """`protgen data list` stays instant: the package namespaces import their modules on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from protgen_jax.cli import main; main(['data', 'list']); "
+        "assert 'jax' not in sys.modules, 'jax was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_lazy_namespaces_resolve_every_public_name():
+    import protgen_jax
+    import protgen_jax.data
+
+    for module in (protgen_jax, protgen_jax.data):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+    assert protgen_jax.data.read_alignment.__module__ == "protgen_jax.data.alignment"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        protgen_jax.data.no_such_name  # noqa: B018

@@ -5,20 +5,45 @@ products through jitted JAX kernels. Bad user input raises `protgen_jax.errors.D
 naming the file, the record and the problem.
 """
 
-from protgen_jax.data.alignment import Alignment, filter_alignment, read_alignment
-from protgen_jax.data.alphabet import (
-    AMINO_ACIDS,
-    GAP,
-    GAP_TOKEN,
-    NONSTANDARD,
-    NUM_TOKENS,
-    decode,
-    encode,
-)
-from protgen_jax.data.dms import MutantMap, map_mutants, mutant_tokens, parse_mutant, read_dms
-from protgen_jax.data.fasta import read_fasta, write_fasta
-from protgen_jax.data.registry import fetch, list_datasets, resolve
-from protgen_jax.data.weights import effective_sample_size, sequence_weights
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): the registry and the FASTA reader do not need JAX, weights do.
+_LAZY = {
+    "Alignment": "alignment",
+    "filter_alignment": "alignment",
+    "read_alignment": "alignment",
+    "AMINO_ACIDS": "alphabet",
+    "GAP": "alphabet",
+    "GAP_TOKEN": "alphabet",
+    "NONSTANDARD": "alphabet",
+    "NUM_TOKENS": "alphabet",
+    "decode": "alphabet",
+    "encode": "alphabet",
+    "MutantMap": "dms",
+    "map_mutants": "dms",
+    "mutant_tokens": "dms",
+    "parse_mutant": "dms",
+    "read_dms": "dms",
+    "read_fasta": "fasta",
+    "write_fasta": "fasta",
+    "fetch": "registry",
+    "list_datasets": "registry",
+    "resolve": "registry",
+    "effective_sample_size": "weights",
+    "sequence_weights": "weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"protgen_jax.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'protgen_jax.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AMINO_ACIDS",
