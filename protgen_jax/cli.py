@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default="2500", help="fitness column (default 2500)")
     p.add_argument("--mutant-column", default="mutant")
     p.add_argument("--samples", type=int, help="Monte-Carlo samples M per sequence")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="mutants per jitted call (default: 256 on CPU, 2048 on an accelerator)",
+    )
     p.add_argument("--out", required=True, help="JSON report (a scatter PNG goes beside it)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_score)

@@ -135,6 +135,43 @@ def test_cli_score_sample_evaluate(tiny_run, tmp_path, capsys):
     assert (tmp_path / "eval_latent.png").exists()
 
 
+def test_score_batch_size_changes_speed_not_scores(tiny_run, tmp_path, capsys):
+    """Every batch shares the same Monte-Carlo draws, so the scores do not depend on how mutants are
+    batched (7 does not divide 4,808: the last batch is padded)."""
+    run, _, _ = tiny_run
+    reports = {}
+    for batch in (7, 4096):
+        out = tmp_path / f"b{batch}.json"
+        argv = ["--quiet", "score", str(run), "--out", str(out), "--samples", "2"]
+        assert main([*argv, "--batch-size", str(batch)]) == 0
+        reports[batch] = json.loads(out.read_text())
+        reports[batch]["csv"] = (tmp_path / f"b{batch}_scores.csv").read_text().splitlines()
+    assert reports[7]["batch_size"] == 7 and reports[4096]["batch_size"] == 4096
+    a = np.array([float(line.split(",")[2]) for line in reports[7]["csv"][1:]])
+    b = np.array([float(line.split(",")[2]) for line in reports[4096]["csv"][1:]])
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    assert abs(reports[7]["spearman"] - reports[4096]["spearman"]) < 1e-4
+    assert main(["score", str(run), "--out", str(tmp_path / "x.json"), "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err
+
+
+def test_learning_rate_schedule_constant_or_cosine():
+    import dataclasses
+
+    from protgen_jax.errors import DataError
+    from protgen_jax.recipes.vae import learning_rate_schedule
+
+    assert learning_rate_schedule(VAEConfig()) == VAEConfig().learning_rate  # the default: constant
+    config = dataclasses.replace(VAEConfig(), learning_rate=1e-3, lr_final_fraction=0.1, steps=100)
+    rate = learning_rate_schedule(config)
+    # cosine from 1e-3 to 1e-4: the midpoint is their mean, and it stays at 1e-4 past `steps`
+    np.testing.assert_allclose(
+        [rate(0), rate(50), rate(100), rate(300)], [1e-3, 5.5e-4, 1e-4, 1e-4]
+    )
+    with pytest.raises(DataError, match="lr_final_fraction"):
+        learning_rate_schedule(dataclasses.replace(config, lr_final_fraction=1.5))
+
+
 def test_cli_rejects_bad_input_with_one_line_reason(tmp_path, capsys):
     bad = tmp_path / "bad.a2m"
     bad.write_text("this is not an alignment\n")

@@ -70,6 +70,9 @@ class VAEConfig:
     steps: int = 12000  # about 20 min on an idle 2-core CPU
     batch_size: int = 100
     learning_rate: float = 1e-3
+    lr_final_fraction: float = (
+        1.0  # < 1: cosine decay of the rate to this fraction of it at `steps`
+    )
     weight_decay: float = 0.0  # decoupled (AdamW); EVE-style regularization for the lecture model
     beta: float = 1.0
     kl_warmup_steps: int = 0  # linear beta ramp 0 -> beta
@@ -321,10 +324,23 @@ def batched_elbo(estimator, params, tokens: np.ndarray, key, batch_size: int = 2
     return out
 
 
+def learning_rate_schedule(config: VAEConfig) -> optax.ScalarOrSchedule:
+    """Constant ``learning_rate``, or (``lr_final_fraction < 1``) a cosine decay from it to
+    ``lr_final_fraction * learning_rate`` over ``steps`` (then flat, if a run is resumed for longer)."""
+    if not 0.0 <= config.lr_final_fraction <= 1.0:
+        raise DataError(f"lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}")
+    if config.lr_final_fraction == 1.0:
+        return config.learning_rate
+    return optax.cosine_decay_schedule(
+        config.learning_rate, max(config.steps, 1), alpha=config.lr_final_fraction
+    )
+
+
 def _optimizer(config: VAEConfig) -> optax.GradientTransformation:
+    rate = learning_rate_schedule(config)
     if config.weight_decay > 0:
-        return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    return optax.adam(config.learning_rate)
+        return optax.adamw(rate, weight_decay=config.weight_decay)
+    return optax.adam(rate)
 
 
 def init_state(
