@@ -137,20 +137,21 @@ def test_cli_score_sample_evaluate(tiny_run, tmp_path, capsys):
 
 def test_score_batch_size_changes_speed_not_scores(tiny_run, tmp_path, capsys):
     """Every batch shares the same Monte-Carlo draws, so the scores do not depend on how mutants are
-    batched (7 does not divide 4,808: the last batch is padded)."""
+    batched (7 does not divide 4,808: the last batch is padded; a batch larger than the set is cut to it)."""
     run, _, _ = tiny_run
     reports = {}
-    for batch in (7, 4096):
+    for batch in (7, 100000):
         out = tmp_path / f"b{batch}.json"
         argv = ["--quiet", "score", str(run), "--out", str(out), "--samples", "2"]
         assert main([*argv, "--batch-size", str(batch)]) == 0
         reports[batch] = json.loads(out.read_text())
         reports[batch]["csv"] = (tmp_path / f"b{batch}_scores.csv").read_text().splitlines()
-    assert reports[7]["batch_size"] == 7 and reports[4096]["batch_size"] == 4096
+    assert reports[7]["batch_size"] == 7 and reports[100000]["batch_size"] == 4808  # mutants + wt
+    assert reports[7]["compile_seconds"] > 0 and reports[7]["seconds"] > 0
     a = np.array([float(line.split(",")[2]) for line in reports[7]["csv"][1:]])
-    b = np.array([float(line.split(",")[2]) for line in reports[4096]["csv"][1:]])
+    b = np.array([float(line.split(",")[2]) for line in reports[100000]["csv"][1:]])
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
-    assert abs(reports[7]["spearman"] - reports[4096]["spearman"]) < 1e-4
+    assert abs(reports[7]["spearman"] - reports[100000]["spearman"]) < 1e-4
     assert main(["score", str(run), "--out", str(tmp_path / "x.json"), "--batch-size", "0"]) == 2
     assert "--batch-size must be >= 1" in capsys.readouterr().err
 
