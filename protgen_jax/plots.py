@@ -23,6 +23,21 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _shared_legend(fig, axes) -> None:
+    """One legend for all panels, below them, so it never hides a curve however many lines there are."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        fig.tight_layout()
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8
+        )
+
+
 def plot_curves(
     records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, title: str = ""
 ) -> Path:
@@ -43,18 +58,7 @@ def plot_curves(
                 ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split)
         ax.set_xlabel("step")
         ax.set_title(key)
-    # One legend for all panels, below them, so it never hides a curve however many runs there are.
-    handles, labels = [], []
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    if handles:
-        fig.tight_layout()
-        fig.legend(
-            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8
-        )
+    _shared_legend(fig, axes[0])
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -140,18 +144,7 @@ def plot_runs(
                 ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, va="bottom")
         ax.set_xlabel("step")
         ax.set_title(key)
-    # One legend for all panels, below them, so it never hides a curve however many runs there are.
-    handles, labels = [], []
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    if handles:
-        fig.tight_layout()
-        fig.legend(
-            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8
-        )
+    _shared_legend(fig, axes[0])
     if title:
         fig.suptitle(title)
     return _save(fig, path)
