@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mutant-column", default="mutant")
     p.add_argument("--samples", type=int, help="Monte-Carlo samples M per sequence")
     p.add_argument(
+        "--estimator",
+        choices=("elbo", "mean"),
+        help="elbo: delta ELBO over M draws; mean: one deterministic pass at the variational means "
+        "(default: the run's score_estimator, elbo unless set)",
+    )
+    p.add_argument(
         "--batch-size",
         type=int,
         help="mutants per jitted call (default: 256 on CPU, 2048 on an accelerator)",

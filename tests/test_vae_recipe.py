@@ -197,6 +197,9 @@ def test_quickstart_main_job_smoke(shared_data, tmp_path):
         num_samples=20,
     )
     assert report["n_used"] == 4807 and report["n_skipped"] == 190
+    mean_report = json.loads((tmp_path / "qs" / "score_mean.json").read_text())
+    assert mean_report["estimator"] == "mean"
+    assert report["spearman_posterior_mean"] == mean_report["spearman"]
     for name in (
         "report.json",
         "score.json",
@@ -314,3 +317,81 @@ def test_local_reparameterization_flag_reaches_the_training_loss():
     # The weight KL does not depend on the draw; the reconstruction term does.
     np.testing.assert_allclose(aux_local["kl_weights"], aux_shared["kl_weights"], rtol=1e-6)
     assert abs(float(aux_local["nll"]) - float(aux_shared["nll"])) > 1e-4
+
+
+def test_posterior_mean_estimator_is_the_elbo_without_its_spread():
+    """At the variational means the estimator ignores ``q(W)``'s spread and the key; as that spread and
+    the encoder's shrink to nothing, the Monte-Carlo ELBO converges to it."""
+    import jax
+    import jax.numpy as jnp
+
+    from protgen_jax.recipes.vae import (
+        build_model,
+        make_elbo_estimator,
+        make_posterior_mean_estimator,
+    )
+
+    L = 12
+    small = dict(encoder_widths=(16,), decoder_widths=(8, 16), latent_dim=4, dictionary_size=5)
+    model = build_model(VAEConfig(**small), L)
+    params = model.init(jax.random.key(0), L)
+    tokens = jax.random.randint(jax.random.key(1), (5, L), 0, 21)
+
+    def with_log_sigma(value):
+        def leaf(path, x):
+            return jnp.full_like(x, value) if "log_sigma" in jax.tree_util.keystr(path) else x
+
+        return jax.tree_util.tree_map_with_path(leaf, params)
+
+    def with_tiny_logvar(p):  # the encoder's logvar head -> -40 for every input
+        def leaf(path, x):
+            name = jax.tree_util.keystr(path)
+            if "logvar" in name:
+                return jnp.full_like(x, -40.0) if "bias" in name else jnp.zeros_like(x)
+            return x
+
+        return jax.tree_util.tree_map_with_path(leaf, p)
+
+    wide, narrow = with_log_sigma(0.0), with_tiny_logvar(with_log_sigma(-30.0))
+    plug_in = make_posterior_mean_estimator(model)
+    a = plug_in(wide, tokens, jax.random.key(2))
+    np.testing.assert_array_equal(a, plug_in(wide, tokens, jax.random.key(3)))
+    np.testing.assert_allclose(a, plug_in(with_log_sigma(-30.0), tokens, None), rtol=1e-6)
+    # The Monte-Carlo ELBO differs while q(W) is wide, and meets the plug-in value once it is not
+    # (the latent KL is then large but identical in both, the sampled z equals mu).
+    elbo = make_elbo_estimator(model, 8)
+    assert float(jnp.max(jnp.abs(elbo(wide, tokens, jax.random.key(2)) - a))) > 1.0
+    np.testing.assert_allclose(
+        elbo(narrow, tokens, jax.random.key(2)), plug_in(narrow, tokens, None), rtol=1e-5
+    )
+
+
+def test_score_with_the_posterior_mean_estimator_is_deterministic(tiny_run, tmp_path, capsys):
+    run, _, _ = tiny_run
+    reports = []
+    for seed in (0, 1):
+        out = tmp_path / f"mean{seed}.json"
+        argv = ["--quiet", "score", str(run), "--out", str(out), "--estimator", "mean"]
+        assert main([*argv, "--seed", str(seed)]) == 0
+        reports.append(json.loads(out.read_text()))
+        reports[-1]["csv"] = (tmp_path / f"mean{seed}_scores.csv").read_text()
+    assert reports[0]["estimator"] == "mean" and reports[0]["num_samples"] == 1
+    assert reports[0]["csv"] == reports[1]["csv"]  # no Monte-Carlo draws: the seed changes nothing
+    elbo = tmp_path / "elbo.json"
+    assert main(["--quiet", "score", str(run), "--out", str(elbo), "--samples", "2"]) == 0
+    assert json.loads(elbo.read_text())["estimator"] == "elbo"
+    assert (tmp_path / "elbo_scores.csv").read_text() != reports[0]["csv"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(run), "--out", str(elbo), "--estimator", "median"])
+    assert exit_info.value.code == 2 and "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_unknown_score_estimator_is_refused_before_training(slice_a2m, tmp_path):
+    from protgen_jax.errors import DataError
+
+    config = apply_overrides(VAEConfig(), [f"data={slice_a2m}", "score_estimator=mode"])
+    with pytest.raises(
+        DataError, match="unknown score estimator 'mode'; expected one of elbo, mean"
+    ):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
