@@ -8,6 +8,7 @@ import pytest
 from protgen_jax.cli import main
 from protgen_jax.data.fasta import read_records
 from protgen_jax.recipes.config import apply_overrides
+from protgen_jax.recipes.loop import read_metrics
 from protgen_jax.recipes.vae import VAEConfig, load_run, train
 from protgen_jax.recipes.vae_eval import prepare_dms
 
@@ -395,3 +396,23 @@ def test_unknown_score_estimator_is_refused_before_training(slice_a2m, tmp_path)
     ):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["plain.json", "deepsequence.json"])
+def test_experiment_configs_load_and_track_the_spearman(name, slice_a2m, shared_data, tmp_path):
+    """experiments/blat_vae/*.json: every key is a config field, and (shrunk) two steps run with the
+    in-training Spearman computed by the config's score estimator."""
+    from pathlib import Path
+
+    from protgen_jax.recipes.config import config_to_dict, load_config
+
+    path = Path(__file__).parents[1] / "experiments" / "blat_vae" / name
+    assert set(json.loads(path.read_text())) <= set(config_to_dict(VAEConfig()))
+    config = load_config(VAEConfig, path)
+    dms = shared_data / "blat_ecolx" / "BLAT_ECOLX_Stiffler2015_dms.csv"
+    config = apply_overrides(
+        config, TINY + [f"data={slice_a2m}", "steps=2", "eval_every=2", f"dms={dms}"]
+    )
+    train(config, tmp_path / "run", progress=False)
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "eval"]
+    assert len(evals) == 1 and -1 <= evals[0]["spearman"] <= 1

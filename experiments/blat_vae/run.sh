@@ -13,7 +13,9 @@ protgen train vae --config $HERE/plain.json --data "$ALN" --out "$OUT/plain" --s
 for seed in 0 1 2; do
   protgen train vae --data "$ALN" --out "$OUT/deepsequence_s$seed" --set seed=$seed --set dms="$DMS" --set eval_every=1000
 done
-# 3. scores: single model (M=500) and the ensemble
+# 3. scores: single model (M=500) and the ensemble, then both at the posterior mean (one pass each)
 protgen score "$OUT/deepsequence_s0" --dms "$DMS" --column 2500 --out "$OUT/score_s0.json"
 protgen score "$OUT"/deepsequence_s{0,1,2} --dms "$DMS" --column 2500 --samples 200 --out "$OUT/score_ensemble.json"
+protgen score "$OUT/deepsequence_s0" --dms "$DMS" --column 2500 --estimator mean --out "$OUT/score_s0_mean.json"
+protgen score "$OUT"/deepsequence_s{0,1,2} --dms "$DMS" --column 2500 --estimator mean --out "$OUT/score_ensemble_mean.json"
 python $HERE/compare.py "$OUT/curves.png" plain="$OUT/plain" deepsequence="$OUT/deepsequence_s0"
