@@ -317,9 +317,8 @@ def make_posterior_mean_estimator(model: VAEModel):
     Deterministic (``key`` is ignored; it is there to share :func:`make_elbo_estimator`'s signature) and
     one decoder pass per sequence instead of ``M``. It is not a bound on ``log p(x)``: it leaves out the
     spread of ``q(z | x)`` and ``q(W)`` that the Monte-Carlo ELBO averages over. For ranking mutations it
-    does as well or better (BLAT_ECOLX, five default runs: Spearman 0.750 vs 0.747 at M=500; see
-    ``experiments/blat_vae/README.md``).
-    """
+    does as well or slightly better (BLAT_ECOLX, six default runs: Spearman 0.7496 vs 0.7473 at M=500,
+    better on five of them; see ``experiments/blat_vae/README.md``)."""
 
     @jax.jit
     def plug_in(params, tokens, key):
