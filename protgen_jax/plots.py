@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -21,6 +22,16 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _step_axis(ax) -> None:
+    """x axis labelled "step", thousands written as "12k" so long runs' tick labels do not run together."""
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(
+            lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"
+        )
+    )
 
 
 def _shared_legend(fig, axes) -> None:
@@ -56,7 +67,7 @@ def plot_curves(
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split)
-        ax.set_xlabel("step")
+        _step_axis(ax)
         ax.set_title(key)
     _shared_legend(fig, axes[0])
     if title:
@@ -142,7 +153,7 @@ def plot_runs(
             for name, value in reference.items():
                 ax.axhline(value, linestyle="--", linewidth=0.8, color="gray")
                 ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, va="bottom")
-        ax.set_xlabel("step")
+        _step_axis(ax)
         ax.set_title(key)
     _shared_legend(fig, axes[0])
     if title:
