@@ -382,6 +382,9 @@ def test_score_with_the_posterior_mean_estimator_is_deterministic(tiny_run, tmp_
     assert main(["--quiet", "score", str(run), "--out", str(elbo), "--samples", "2"]) == 0
     assert json.loads(elbo.read_text())["estimator"] == "elbo"
     assert (tmp_path / "elbo_scores.csv").read_text() != reports[0]["csv"]
+    argv = ["score", str(run), "--out", str(elbo), "--estimator", "mean", "--samples", "5"]
+    assert main(argv) == 2
+    assert "the posterior-mean estimator draws no samples" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["score", str(run), "--out", str(elbo), "--estimator", "median"])
     assert exit_info.value.code == 2 and "invalid choice: 'median'" in capsys.readouterr().err

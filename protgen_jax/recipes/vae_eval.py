@@ -25,7 +25,9 @@ from protgen_jax.data.alphabet import decode
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import sequence_statistics_report, spearman
 from protgen_jax.plots import plot_scatter
+from protgen_jax.recipes.config import load_config
 from protgen_jax.recipes.vae import (
+    VAEConfig,
     VAEModel,
     batched_elbo,
     check_score_estimator,
@@ -87,17 +89,30 @@ def default_score_batch_size() -> int:
 
 
 def score(run_dirs: list[Path], options: dict[str, Any]) -> dict[str, Any]:
-    """``protgen score``: Spearman of VAE (ensemble) scores and of the site-independent baseline."""
+    """``protgen score``: Spearman of VAE (ensemble) scores and of the site-independent baseline.
+
+    ``options``: ``out`` (JSON path; a scatter PNG and ``*_scores.csv`` go beside it), ``dms`` (CSV; default
+    the BLAT_ECOLX scan), ``column``, ``mutant_column``, ``estimator`` (``"elbo"`` or ``"mean"``; default
+    the first run's ``score_estimator``), ``samples`` (M for ``"elbo"``; default ``score_samples``),
+    ``batch_size``, ``seed``, ``quiet``. Several runs are an ensemble: their score vectors are averaged.
+    """
     out = Path(options["out"])
     for flag in ("samples", "batch_size"):
         if options.get(flag) is not None and int(options[flag]) < 1:
             raise DataError(f"--{flag.replace('_', '-')} must be >= 1, got {options[flag]}")
-    if options.get("estimator"):
-        check_score_estimator(options["estimator"])
+    # Settings are checked before any model is built (the run's config is only read here).
+    config_path = Path(run_dirs[0]) / "config.json"
+    saved_estimator = load_config(VAEConfig, config_path).score_estimator
+    estimator_name = check_score_estimator(options.get("estimator") or saved_estimator)
+    if estimator_name == "mean" and options.get("samples") is not None:
+        raise DataError(
+            f"--samples {options['samples']}: the posterior-mean estimator draws no samples "
+            f"(pass --estimator elbo for M draws; {config_path} has score_estimator="
+            f"{saved_estimator!r})"
+        )
     dms_path = Path(options["dms"]) if options.get("dms") else default_dms()
     runs = [load_run(r) for r in run_dirs]
     config0, prep0, _, _ = runs[0]
-    estimator_name = check_score_estimator(options.get("estimator") or config0.score_estimator)
     aln = prep0.aln
     for r, (_, prep, _, _) in zip(run_dirs[1:], runs[1:], strict=True):
         if not np.array_equal(prep.aln.column_positions, aln.column_positions):
