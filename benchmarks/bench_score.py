@@ -23,13 +23,8 @@ import jax
 import numpy as np
 
 from benchmarks.timing import measure, print_table
-from protgen_jax.recipes.vae import (
-    VAEConfig,
-    batched_elbo,
-    build_model,
-    load_run,
-    make_score_estimator,
-)
+from protgen_jax.recipes.vae import VAEConfig, build_model, load_run
+from protgen_jax.recipes.vae_model import batched_elbo, make_score_estimator
 
 BLAT_COLUMNS = 253
 

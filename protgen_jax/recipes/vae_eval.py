@@ -26,13 +26,11 @@ from protgen_jax.errors import DataError
 from protgen_jax.metrics import sequence_statistics_report, spearman
 from protgen_jax.plots import plot_scatter
 from protgen_jax.recipes.config import load_config
-from protgen_jax.recipes.vae import (
-    VAEConfig,
+from protgen_jax.recipes.vae import VAEConfig, default_dms, load_run
+from protgen_jax.recipes.vae_model import (
     VAEModel,
     batched_elbo,
     check_score_estimator,
-    default_dms,
-    load_run,
     make_elbo_estimator,
     make_score_estimator,
 )
