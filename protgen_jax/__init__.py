@@ -7,8 +7,9 @@ Functional primitives live in :mod:`protgen_jax.vae` (ELBO, KL, reparameterizati
 :mod:`protgen_jax.recipes`; the command line in :mod:`protgen_jax.cli`.
 """
 
-import importlib
-from typing import Any
+from protgen_jax._lazy import lazy_attributes
+
+__version__ = "0.1.0"
 
 # Imported on first use (PEP 562), so `import protgen_jax.data.registry` or `protgen data list` does not
 # pay for importing JAX.
@@ -23,29 +24,5 @@ _LAZY = {
     "negative_elbo": "protgen_jax.vae",
     "reparameterize": "protgen_jax.vae",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'protgen_jax' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "__version__",
-    "cosine_schedule",
-    "ddim_sample",
-    "ddpm_sample",
-    "gaussian_kl",
-    "linear_schedule",
-    "negative_elbo",
-    "noise_mse",
-    "q_sample",
-    "reparameterize",
-]
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, extra=["__version__"])
+__all__ = ["__version__", *sorted(_LAZY)]

@@ -5,8 +5,7 @@ products through jitted JAX kernels. Bad user input raises `protgen_jax.errors.D
 naming the file, the record and the problem.
 """
 
-import importlib
-from typing import Any
+from protgen_jax._lazy import lazy_attributes
 
 # Imported on first use (PEP 562): the registry and the FASTA reader do not need JAX, weights do.
 _LAZY = {
@@ -33,39 +32,7 @@ _LAZY = {
     "effective_sample_size": "weights",
     "sequence_weights": "weights",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"protgen_jax.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'protgen_jax.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-__all__ = [
-    "AMINO_ACIDS",
-    "GAP",
-    "GAP_TOKEN",
-    "NONSTANDARD",
-    "NUM_TOKENS",
-    "Alignment",
-    "MutantMap",
-    "decode",
-    "effective_sample_size",
-    "encode",
-    "fetch",
-    "filter_alignment",
-    "list_datasets",
-    "map_mutants",
-    "mutant_tokens",
-    "parse_mutant",
-    "read_alignment",
-    "read_dms",
-    "read_fasta",
-    "resolve",
-    "sequence_weights",
-    "write_fasta",
-]
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {name: f"protgen_jax.data.{module}" for name, module in _LAZY.items()}
+)
+__all__ = sorted(_LAZY)
