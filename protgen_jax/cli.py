@@ -40,58 +40,92 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from protgen_jax.recipes import recipe_for_model
-    from protgen_jax.recipes.config import apply_overrides, load_config, missing_keys
+    from protgen_jax.recipes.base import RunDir
+    from protgen_jax.recipes.config import apply_overrides, missing_keys
 
     recipe = recipe_for_model(args.model)
-    run_dir = Path(args.out)
+    run = RunDir(args.out)
     config = recipe.make_config(args.model)
     if args.config:
-        config = load_config(type(config), Path(args.config))
-    saved = run_dir / "config.json"
-    if saved.exists():
-        config = load_config(type(config), saved)
+        config = recipe.read_config(Path(args.config))
+    if run.info.exists():
+        trained = run.read_info().get("family")
+        if trained != args.model:
+            raise DataError(f"{run.path} is a {trained!r} run, not {args.model!r}; use a new --out")
+    if run.config.exists():
+        config = recipe.read_config(run.config)
         print(
-            f"resuming {run_dir} (config from {saved}; --set/--steps still apply)", file=sys.stderr
+            f"resuming {run.path} (config from {run.config}; --set/--steps still apply)",
+            file=sys.stderr,
         )
-        filled = missing_keys(type(config), saved)
+        filled = missing_keys(type(config), run.config)
         if filled:
             listed = ", ".join(f"{key}={value}" for key, value in filled.items())
             print(
-                f"warning: {saved} predates these keys; they take today's defaults: {listed} "
+                f"warning: {run.config} predates these keys; they take today's defaults: {listed} "
                 "(pass --set to keep the run's original behaviour)",
                 file=sys.stderr,
             )
     overrides = list(args.set or [])
     if args.data:
         data = str(Path(args.data).resolve())
-        if saved.exists() and getattr(config, "data", "") not in ("", data):
-            raise DataError(f"{run_dir} was trained on {config.data}, not {data}; use a new --out")
+        if run.config.exists() and getattr(config, "data", "") not in ("", data):
+            raise DataError(f"{run.path} was trained on {config.data}, not {data}; use a new --out")
         overrides.append(f"data={data}")
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
-    config = apply_overrides(config, overrides)
-    _print_json(recipe.train(config, run_dir, progress=not args.quiet))
+    config = recipe.check(apply_overrides(config, overrides))
+    _print_json(recipe.train(config, run.path, progress=not args.quiet))
 
 
-def _cmd_sample(args: argparse.Namespace) -> None:
-    from protgen_jax.recipes import recipe_for_run
-
-    _print_json(recipe_for_run(Path(args.run)).sample(Path(args.run), vars(args)))
-
-
-def _cmd_score(args: argparse.Namespace) -> None:
-    from protgen_jax.recipes import recipe_for_run
-
-    recipe = recipe_for_run(Path(args.run[0]))
-    if not hasattr(recipe, "score"):
-        raise DataError(f"{args.run[0]}: this model family does not score mutations")
-    _print_json(recipe.score([Path(r) for r in args.run], vars(args)))
+RUN_COMMANDS = {
+    "sample": "generate from a trained run",
+    "evaluate": "the model family's evaluation",
+    "score": "score mutations (DMS) with trained runs (an ensemble if many)",
+}
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from protgen_jax.recipes import recipe_for_run
+def _command_parser(command: str, recipes: dict) -> argparse.ArgumentParser:
+    """The parser of ``protgen COMMAND``: every family's options (checked per family afterwards)."""
+    from protgen_jax.recipes.options import COMMON, describe
 
-    _print_json(recipe_for_run(Path(args.run)).evaluate(Path(args.run), vars(args)))
+    lines = []
+    for family, recipe in recipes.items():
+        declared = recipe.commands.get(command)
+        if declared is not None:
+            lines.append(f"{family} runs:\n{describe(declared) or '  (no options)'}")
+    parser = argparse.ArgumentParser(
+        prog=f"protgen {command}",
+        description=RUN_COMMANDS[command] + ". Every command takes --out PATH and --seed N (the "
+        "root key; default: the run's seed). A flag that does not apply to the run's family is an "
+        "error.",
+        epilog="options by model family:\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", nargs="+" if command == "score" else 1, help="run folder(s)")
+    seen: dict = {}
+    for recipe in recipes.values():
+        for option in (*COMMON, *recipe.commands.get(command, ())):
+            if option.name in seen or option.name == "quiet":
+                continue
+            seen[option.name] = option
+            if option.type is bool:
+                parser.add_argument(option.flag, dest=option.name, action="store_true")
+            else:
+                metavar = option.type.__name__.upper()
+                parser.add_argument(option.flag, dest=option.name, metavar=metavar)
+    return parser
+
+
+def _run_command(command: str, argv: list[str], quiet: bool) -> None:
+    from protgen_jax.recipes import all_recipes, recipe_for_run
+
+    args = _command_parser(command, all_recipes()).parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if k != "run"}
+    given["quiet"] = quiet
+    runs = [Path(r) for r in args.run]
+    recipe = recipe_for_run(runs[0])
+    _print_json(recipe.run_command(command, runs, given))
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
@@ -130,77 +164,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="generate from a trained run")
-    p.add_argument("run")
-    p.add_argument("--num", type=int, help="number of samples (default: 100; backbones 8)")
-    p.add_argument("--length", type=int, help="sequence / backbone length")
-    p.add_argument("--out", required=True, help="FASTA file or PDB folder")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--greedy", action="store_true", help="argmax decoding (VAE)")
-    p.add_argument("--family", help="family label to condition on")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
-    p.add_argument("--inpaint", help="FASTA with masked positions to fill")
-    p.add_argument("--motif", help="motif spec for backbone scaffolding (see docs)")
-    p.add_argument("--sampler", default="ddpm", help="ddpm | ddim")
-    p.add_argument("--steps", type=int, help="DDIM steps")
-    p.add_argument(
-        "--noise-scale",
-        type=float,
-        help="backbone DDPM: scale of each step's noise (default: run's)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trajectory", action="store_true", help="also write a multi-model trajectory")
-    p.set_defaults(func=_cmd_sample)
-
-    p = sub.add_parser(
-        "score", help="score mutations (DMS) with trained VAE runs (an ensemble if many)"
-    )
-    p.add_argument("run", nargs="+")
-    p.add_argument("--dms", help="DMS CSV (default: BLAT_ECOLX Stiffler 2015)")
-    p.add_argument("--column", default="2500", help="fitness column (default 2500)")
-    p.add_argument("--mutant-column", default="mutant")
-    p.add_argument("--samples", type=int, help="Monte-Carlo samples M per sequence")
-    p.add_argument(
-        "--estimator",
-        choices=("elbo", "mean"),
-        help="elbo: delta ELBO over M draws; mean: one deterministic pass at the variational means "
-        "(default: the run's score_estimator, elbo unless set)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        help="mutants per jitted call (default: 256 on CPU, 2048 on an accelerator)",
-    )
-    p.add_argument("--out", required=True, help="JSON report (a scatter PNG goes beside it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_score)
-
-    p = sub.add_parser("evaluate", help="the model family's evaluation")
-    p.add_argument("run")
-    p.add_argument("--data", help="evaluate on this file instead of the run's held-out split")
-    p.add_argument("--out", required=True, help="JSON report (plots go beside it)")
-    p.add_argument(
-        "--num",
-        type=int,
-        help="samples for sample statistics (default: vae 500, seq 100, backbone 64)",
-    )
-    p.add_argument(
-        "--noise-scale",
-        type=float,
-        help="backbone DDPM: scale of each step's noise (default: run's)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_evaluate)
+    for command, text in RUN_COMMANDS.items():
+        sub.add_parser(command, help=f"{text} (protgen {command} --help: options by family)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from protgen_jax.recipes.base import TrainingError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = False
+    while argv and argv[0] == "--quiet":
+        quiet = True
+        argv.pop(0)
     try:
-        args.func(args)
+        if argv and argv[0] in RUN_COMMANDS:
+            _run_command(argv[0], argv[1:], quiet)
+        else:
+            args = build_parser().parse_args((["--quiet"] if quiet else []) + argv)
+            args.func(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "interrupted: the last checkpoint is kept; run the same command to resume",

@@ -261,3 +261,69 @@ def make_eval_step(
         return _float32_metrics(loss, aux)
 
     return jax.jit(eval_step)
+
+
+DrawBatch = Callable[[PyTree, jax.Array, jax.Array], PyTree]
+
+
+def make_scan_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    draw_batch: DrawBatch,
+    *,
+    steps_per_call: int = 1,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    donate: bool = True,
+) -> Callable[[TrainState, PyTree, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """A jitted `step(state, data, key) -> (new_state, metrics)` that draws its own batches.
+
+    The whole inner loop runs on the device: for each of the `n = steps_per_call` updates, with
+    `s = state.step` the number of updates already applied,
+
+        k_batch, k_loss = split(fold_in(key, s))
+        batch = draw_batch(data, k_batch, s)
+        state = update(state, batch, k_loss)
+
+    inside one `jax.lax.scan`. `data` is a pytree of device-resident arrays (the training set, passed
+    as an argument so it is not baked into the program as a constant); `draw_batch` must be pure. The
+    randomness of update `s` depends only on `(key, s)`, so any split of a run into calls, and a run
+    resumed from a checkpoint, replays exactly the same updates.
+
+    With `batch_sharding` (e.g. `sharding.data_sharding(mesh)`) every drawn batch leaf of rank >= 1
+    is constrained to that layout (scalars, such as a KL weight, stay replicated) (leading axis split over the devices) and jit inserts the gradient all-reduce; the
+    state and `data` should then be replicated on the mesh.
+
+    Args:
+        loss_fn: `loss_fn(params, batch, key) -> (scalar loss, dict of scalar aux metrics)`.
+        optimizer: the optax transformation whose state lives in `state.opt_state`.
+        draw_batch: `(data, key, step) -> batch`, jittable, static shapes.
+        steps_per_call: updates per call, `n >= 1`.
+        batch_sharding: optional sharding for every leaf of the drawn batch.
+        donate: donate the input state's buffers to the output.
+
+    Returns:
+        The jitted step; its metrics are stacked per update, `[n]` float32 each.
+    """
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def call(
+        state: TrainState, data: PyTree, key: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        def body(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
+            batch_key, loss_key = jax.random.split(jax.random.fold_in(key, state.step))
+            batch = draw_batch(data, batch_key, state.step)
+            if batch_sharding is not None:
+                batch = jax.tree.map(
+                    lambda x: jax.lax.with_sharding_constraint(x, batch_sharding) if x.ndim else x,
+                    batch,
+                )
+            (loss, aux), grads = grad_fn(state.params, batch, loss_key)
+            metrics = _float32_metrics(loss, aux)
+            metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
+            return state.apply_gradients(grads, optimizer), metrics
+
+        return jax.lax.scan(body, state, None, length=steps_per_call)
+
+    return jax.jit(call, donate_argnums=(0,) if donate else ())

@@ -1,30 +1,20 @@
-"""Recipes: one module per model family holding its config dataclass, training, sampling and evaluation.
+"""Model families, one package each, all on the shared skeleton :mod:`protgen_jax.recipes.base`.
 
-Every recipe module exposes the same small interface, which the ``protgen`` command dispatches to:
-
-``make_config(model: str) -> Config``
-    Default frozen config dataclass for ``protgen train MODEL`` (fields ``data`` and ``steps`` required).
-``train(config, run_dir: Path, progress: bool = True) -> dict``
-    Train or resume the run in ``run_dir``; writes ``config.json``, ``run.json`` (``{"family": ...}``),
-    checkpoints, ``metrics.jsonl`` and plots; returns a summary.
-``sample(run_dir: Path, options: dict) -> dict``
-    Write samples (FASTA or a PDB folder) to ``options["out"]``; returns a summary.
-``evaluate(run_dir: Path, options: dict) -> dict``
-    The family's evaluation (``options["data"]`` may name other data, ``options["out"]`` the JSON path).
-
-``RECIPES`` maps ``protgen train`` model names to ``(module, family)``.
+Each family package (``recipes/<family>/``) exposes ``RECIPE``, an instance of its
+:class:`~protgen_jax.recipes.base.Recipe` subclass, and the family's public names. ``MODELS`` maps the
+model names of ``protgen train MODEL`` to the package that trains them; a run folder's ``run.json``
+names the model, so :func:`recipe_for_run` finds the recipe of any run.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
-from types import ModuleType
 
 from protgen_jax.errors import DataError
+from protgen_jax.recipes.base import Recipe, RunDir
 
-RECIPES: dict[str, str] = {
+MODELS: dict[str, str] = {
     "vae": "protgen_jax.recipes.vae",
     "backbone": "protgen_jax.recipes.backbone",
     "oadm": "protgen_jax.recipes.seqdiff",
@@ -33,25 +23,25 @@ RECIPES: dict[str, str] = {
 }
 
 
-def recipe_for_model(model: str) -> ModuleType:
-    """The recipe module for ``protgen train MODEL``."""
-    if model not in RECIPES:
-        raise DataError(f"unknown model {model!r}; choose one of: {', '.join(RECIPES)}")
-    try:
-        return importlib.import_module(RECIPES[model])
-    except ModuleNotFoundError as err:
-        raise DataError(f"model {model!r} is not available in this version ({err})") from err
+def recipe_for_model(model: str) -> Recipe:
+    """The recipe of ``protgen train MODEL``."""
+    if model not in MODELS:
+        raise DataError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    return importlib.import_module(MODELS[model]).RECIPE
 
 
-def recipe_for_run(run_dir: Path) -> ModuleType:
-    """The recipe module that wrote ``run_dir`` (read from its ``run.json``)."""
-    info = Path(run_dir) / "run.json"
-    if not info.exists():
-        raise DataError(
-            f"{run_dir}: not a run folder (no run.json); train one with `protgen train`"
-        )
-    try:
-        family = json.loads(info.read_text())["family"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise DataError(f"{info}: unreadable run info ({err})") from err
-    return recipe_for_model(family)
+def recipe_for_run(run_dir: str | Path) -> Recipe:
+    """The recipe that wrote ``run_dir`` (its ``run.json`` names the model)."""
+    info = RunDir(run_dir).read_info()
+    if "family" not in info:
+        raise DataError(f"{RunDir(run_dir).info}: unreadable run info (no 'family')")
+    return recipe_for_model(info["family"])
+
+
+def all_recipes() -> dict[str, Recipe]:
+    """Every family's recipe, by family name (imports each family package)."""
+    out: dict[str, Recipe] = {}
+    for model in MODELS:
+        recipe = recipe_for_model(model)
+        out.setdefault(recipe.family, recipe)
+    return out

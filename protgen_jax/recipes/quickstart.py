@@ -21,8 +21,7 @@ from typing import Any
 
 from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.recipes.config import apply_overrides
-from protgen_jax.recipes.vae import VAEConfig, default_dms, train
-from protgen_jax.recipes.vae_eval import evaluate, sample, score
+from protgen_jax.recipes.vae import RECIPE, VAEConfig, default_dms
 
 QUICKSTART_STEPS = 2500
 QUICKSTART_SCORE_SAMPLES = 100
@@ -48,15 +47,21 @@ def run_quickstart(
     )
     config = apply_overrides(config, overrides)
     run = out / "run"
-    summary = train(config, run, progress=progress)
-    scored = score(
-        [run], {"out": out / "score.json", "dms": dms, "column": "2500", "samples": score_samples}
+    summary = RECIPE.train(config, run, progress=progress)
+    quiet = not progress
+    common = {"dms": str(dms), "column": "2500", "quiet": quiet}
+    scored = RECIPE.run_command(
+        "score", [run], {"out": out / "score.json", "samples": score_samples, **common}
     )
-    scored_mean = score(
-        [run], {"out": out / "score_mean.json", "dms": dms, "column": "2500", "estimator": "mean"}
+    scored_mean = RECIPE.run_command(
+        "score", [run], {"out": out / "score_mean.json", "estimator": "mean", **common}
     )
-    sampled = sample(run, {"out": out / "samples.fasta", "num": num_samples, "seed": 0})
-    evaluated = evaluate(run, {"out": out / "eval.json", "num": num_samples, "seed": 0})
+    sampled = RECIPE.run_command(
+        "sample", [run], {"out": out / "samples.fasta", "num": num_samples, "quiet": quiet}
+    )
+    evaluated = RECIPE.run_command(
+        "evaluate", [run], {"out": out / "eval.json", "num": num_samples, "quiet": quiet}
+    )
     report = {
         "spearman": scored["spearman"],
         "spearman_posterior_mean": scored_mean["spearman"],

@@ -8,7 +8,7 @@
 - :func:`make_posterior_mean_estimator`: the same integrand at the variational means, one pass;
 - :func:`batched_elbo`: apply an estimator to ``[N, L]`` tokens in fixed-size batches.
 
-Configs, training and run folders live in :mod:`protgen_jax.recipes.vae`.
+Configs, data and training hooks live in :mod:`protgen_jax.recipes.vae.recipe`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from protgen_jax import vae as vae_math
 from protgen_jax.errors import DataError
 from protgen_jax.nn.deepsequence import SequenceVAE
+from protgen_jax.recipes.base import padded_map
 
 
 class VAEModel(NamedTuple):
@@ -73,12 +74,17 @@ class VAEModel(NamedTuple):
             logits = logits.at[..., self.gap_token].set(-1e9)
         return logits
 
+    def likelihood_inputs(self, tokens):
+        """``(tokens, mask)`` for :func:`protgen_jax.vae.categorical_log_likelihood`: every position
+        counts, or (gaps not modelled) gap positions are masked out and replaced by token 0."""
+        if self.gap_token is None:
+            return tokens, None
+        residue = tokens != self.gap_token
+        return jnp.where(residue, tokens, 0), residue
+
     def log_likelihood(self, logits, tokens):
         """``log p(x | z)`` per sequence ``[B]``; gap positions are skipped when gaps are not modelled."""
-        if self.gap_token is None:
-            return vae_math.categorical_log_likelihood(logits, tokens)
-        residue = tokens != self.gap_token
-        return vae_math.categorical_log_likelihood(logits, jnp.where(residue, tokens, 0), residue)
+        return vae_math.categorical_log_likelihood(logits, *self.likelihood_inputs(tokens))
 
     def weight_kl(self, params):
         if isinstance(self.module, SequenceVAE) and self.bayesian:
@@ -95,14 +101,13 @@ def make_loss_fn(model: VAEModel, neff: float):
         mu, logvar = model.encode(params, tokens)
         z = vae_math.reparameterize(eps_key, mu, logvar)
         logits = model.decode(params, z, weight_key, local=model.local_reparameterization)
-        nll = -model.log_likelihood(logits, tokens)
-        kl = vae_math.gaussian_kl(mu, logvar)
+        targets, mask = model.likelihood_inputs(tokens)
+        terms = vae_math.negative_elbo(logits, targets, mu, logvar, batch["beta"], mask)
         weight_kl = model.weight_kl(params) / neff
-        loss = jnp.mean(nll + batch["beta"] * kl) + weight_kl
-        return loss, {
-            "neg_elbo": jnp.mean(nll + kl),
-            "nll": jnp.mean(nll),
-            "kl_z": jnp.mean(kl),
+        return jnp.mean(terms.loss) + weight_kl, {
+            "neg_elbo": jnp.mean(terms.neg_elbo),
+            "nll": jnp.mean(terms.nll),
+            "kl_z": jnp.mean(terms.kl),
             "kl_weights": weight_kl,
         }
 
@@ -126,7 +131,7 @@ def make_elbo_estimator(model: VAEModel, num_samples: int):
         def body(total, k):
             eps_key, weight_key = jax.random.split(k)
             eps = jax.random.normal(eps_key, (1, mu.shape[1]))
-            z = mu + jnp.exp(0.5 * logvar) * eps
+            z = vae_math.reparameterize_with_noise(mu, logvar, eps)
             logits = model.decode(params, z, weight_key if model.bayesian else None)
             return total + model.log_likelihood(logits, tokens) - kl, None
 
@@ -144,9 +149,8 @@ def make_posterior_mean_estimator(model: VAEModel):
 
     Deterministic (``key`` is ignored; it is there to share :func:`make_elbo_estimator`'s signature) and
     one decoder pass per sequence instead of ``M``. It is not a bound on ``log p(x)``: it leaves out the
-    spread of ``q(z | x)`` and ``q(W)`` that the Monte-Carlo ELBO averages over. For ranking mutations it
-    does as well or slightly better (BLAT_ECOLX, six default runs: Spearman 0.7496 vs 0.7473 at M=500,
-    better on five of them; see ``experiments/blat_vae/README.md``)."""
+    spread of ``q(z | x)`` and ``q(W)`` that the Monte-Carlo ELBO averages over (measured
+    comparisons for ranking mutations: ``experiments/blat_vae/README.md``)."""
 
     @jax.jit
     def plug_in(params, tokens, key):
@@ -181,16 +185,7 @@ def make_score_estimator(model: VAEModel, name: str, num_samples: int):
 
 def batched_elbo(estimator, params, tokens: np.ndarray, key, batch_size: int = 256, progress=None):
     """Apply ``estimator`` to ``tokens [N, L]`` in fixed-size batches (the last one padded): ``[N]``."""
-    n = len(tokens)
-    out = np.empty(n, np.float64)
-    for start in range(0, n, batch_size):
-        chunk = tokens[start : start + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-        out[start : start + batch_size] = np.asarray(estimator(params, jnp.asarray(chunk), key))[
-            : batch_size - pad
-        ]
-        if progress is not None:
-            progress.update(min(batch_size, n - start))
-    return out
+    values = padded_map(
+        lambda chunk: estimator(params, jnp.asarray(chunk), key), (tokens,), batch_size, progress
+    )
+    return values.astype(np.float64)
