@@ -4,9 +4,9 @@
 
 Sampling: ``batch`` backbones of ``length`` residues, the whole reverse loop (T network calls) one jitted
 ``lax.scan`` (``ddpm_sample`` with zero-COM noise, as ``protgen sample`` runs it), and DDIM with T / 10
-steps. Train steps: one update at each length bucket with ``batch_tokens // bucket`` chains. The network
-is the default ``BackboneDenoiser`` (random init, or the EMA params of ``--run``; the time does not depend
-on the values). Compile time (first call minus steady time) is reported apart; every timing blocks until
+steps. Train steps: one update at each length bucket with ``batch_tokens // bucket`` chains. The
+network is the default ``BackboneDenoiser`` (random init, or the params ``RECIPE.load_run`` chooses
+for ``--run``; the time does not depend on the values). Compile time (first call minus steady time) is reported apart; every timing blocks until
 the result is ready.
 """
 
@@ -16,15 +16,17 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from benchmarks.timing import measure, print_table
 from protgen_jax import diffusion as dif
+from protgen_jax import keys
 from protgen_jax.recipes import backbone as bb
 from protgen_jax.structure.noise import centred_denoise_fn, zero_com_noise
 from protgen_jax.train import make_train_step
+
+ROOT = keys.root_key(0)
 
 
 def bench_sampling(config, model, params, batch: int, length: int, T: int) -> None:
@@ -36,11 +38,11 @@ def bench_sampling(config, model, params, batch: int, length: int, T: int) -> No
     cond = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape[:2])
     kw = dict(mask=mask, cond=cond, noise_transform=noise)
     calls = [
-        ("ddpm", T, lambda: dif.ddpm_sample(jax.random.key(1), fn, schedule, shape, **kw)),
+        ("ddpm", T, lambda: dif.ddpm_sample(keys.named(ROOT, "ddpm"), fn, schedule, shape, **kw)),
         (
             "ddim",
             T // 10,
-            lambda: dif.ddim_sample(jax.random.key(1), fn, schedule, shape, T // 10, **kw),
+            lambda: dif.ddim_sample(keys.named(ROOT, "ddim"), fn, schedule, shape, T // 10, **kw),
         ),
     ]
     rows = []
@@ -54,9 +56,11 @@ def bench_sampling(config, model, params, batch: int, length: int, T: int) -> No
     )
 
 
-def bench_train(config, model, schedule) -> None:
-    _, state, optimizer = bb.init_state(config)
-    step = make_train_step(bb.make_loss_fn(config, model, schedule), optimizer, donate=False)
+def bench_train(config, model) -> None:
+    state = bb.RECIPE.init_state(model, config, None, keys.named(ROOT, "init"))
+    loss_fn = bb.RECIPE.loss_fn(model, config, None)
+    step = make_train_step(loss_fn, bb.RECIPE.optimizer(config), donate=False)
+    train_key = keys.named(ROOT, "train")
     rows = []
     for bucket in config.buckets:
         size = max(1, config.batch_tokens // bucket)
@@ -65,7 +69,7 @@ def bench_train(config, model, schedule) -> None:
             "mask": jnp.ones((size, bucket), bool),
             "positions": jnp.broadcast_to(jnp.arange(bucket, dtype=jnp.int32), (size, bucket)),
         }
-        first, steady = measure(lambda b=batch: step(state, b, jax.random.key(0)), repeats=3)
+        first, steady = measure(lambda b=batch: step(state, b, train_key), repeats=3)
         rows.append((bucket, size, first - steady, steady * 1e3, size * bucket / steady))
     print_table(
         "Backbone train step (default config)",
@@ -86,16 +90,17 @@ def main() -> None:
     if args.quick:
         args.batch, args.length, args.T = 8, 64, 50
     if args.run:
-        config, model, params, schedule = bb.load_run(Path(args.run))
+        loaded = bb.RECIPE.load_run(Path(args.run))
+        config, model, params = loaded.config, loaded.model, loaded.params
     else:
-        config = bb.make_config("backbone")
-        model, state, _ = bb.init_state(config)
-        params, schedule = state.ema_params, bb.make_schedule(config)
+        config = bb.RECIPE.make_config("backbone")
+        model = bb.RECIPE.build_model(config, None)
+        params = bb.RECIPE.init_params(model, config, None, keys.named(ROOT, "init"))
     if args.quick:
         config = dataclasses.replace(config, buckets=(64,), max_length=64)
     bench_sampling(config, model, params, args.batch, args.length, args.T)
     if not args.skip_train:
-        bench_train(config, model, schedule)
+        bench_train(config, model)
 
 
 if __name__ == "__main__":

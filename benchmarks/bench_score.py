@@ -23,8 +23,13 @@ import jax
 import numpy as np
 
 from benchmarks.timing import measure, print_table
-from protgen_jax.recipes.vae import VAEConfig, build_model, load_run
-from protgen_jax.recipes.vae_model import batched_elbo, make_score_estimator
+from protgen_jax.recipes.vae import (
+    RECIPE,
+    VAEConfig,
+    batched_elbo,
+    build_model,
+    make_score_estimator,
+)
 
 BLAT_COLUMNS = 253
 
@@ -66,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.run:
-        _, prep, model, params = load_run(Path(args.run))
+        loaded = RECIPE.load_run(Path(args.run))
+        prep, model, params = loaded.data, loaded.model, loaded.params
         width, label = prep.aln.num_columns, f"run {args.run}"
     else:
         width, label = BLAT_COLUMNS, "default config, random init"

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import print_table
-from protgen_jax.recipes import seqdiff
-from protgen_jax.recipes.seqdiff_model import build_model
+from protgen_jax import keys
+from protgen_jax.recipes.seqdiff import RECIPE, build_model
 
 NUM_FAMILIES = 40  # the shared domain data
 
@@ -30,29 +30,31 @@ NUM_FAMILIES = 40  # the shared domain data
 def bench_method(method: str, batch: int, length: int, warmup: int, repeats: int, run: str | None):
     """Compile / run times (seconds) of one ``batch x length`` sampling call of ``method``."""
     if run:
-        loaded = seqdiff.load_run(run)
+        loaded = RECIPE.load_run(run)
         if loaded.config.method != method:
             raise SystemExit(f"--run {run} is a {loaded.config.method} run, not {method}")
         model, params, config = loaded.model, loaded.params, loaded.config
     else:
-        config = seqdiff.make_config(method)
+        config = RECIPE.make_config(method)
         model = build_model(config, NUM_FAMILIES)
-        params = model.init(jax.random.key(0))
+        params = model.init(keys.named(keys.root_key(0), "init"))
     mask = jnp.ones((batch, length), bool)
     cond = jnp.full((batch,), model.null_label, jnp.int32)
 
     def sample(params, key):
         return model.generate(params, key, (batch, length), mask, cond)
 
+    root = keys.named(keys.root_key(0), "sample")
     t0 = time.perf_counter()
-    compiled = jax.jit(sample).lower(params, jax.random.key(1)).compile()
+    compiled = jax.jit(sample).lower(params, root).compile()
     compile_s = time.perf_counter() - t0
     for i in range(warmup):
-        compiled(params, jax.random.key(100 + i)).block_until_ready()
+        compiled(params, jax.random.fold_in(keys.named(root, "warmup"), i)).block_until_ready()
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        out = compiled(params, jax.random.key(200 + i)).block_until_ready()
+        out = compiled(params, jax.random.fold_in(keys.named(root, "timed"), i))
+        out = out.block_until_ready()
         times.append(time.perf_counter() - t0)
     assert out.shape == (batch, length) and int(out.max()) < 20
     steps = length if method == "oadm" else config.num_timesteps

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from protgen_jax.errors import DataError
+from protgen_jax.errors import DataError, TrainingError
 
 
 def _print_json(obj: Any) -> None:
@@ -170,9 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from protgen_jax.recipes.base import TrainingError
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("PROTGEN_DISTRIBUTED") == "1":  # several hosts: one process per host
+        import jax
+
+        jax.distributed.initialize()
     quiet = False
     while argv and argv[0] == "--quiet":
         quiet = True

@@ -1,4 +1,8 @@
-"""Matplotlib figures written straight to PNG (Agg backend; no display needed)."""
+"""Matplotlib figures written straight to PNG through an Agg canvas (no display needed).
+
+No pyplot: figures are ``matplotlib.figure.Figure`` objects drawn by ``FigureCanvasAgg``, so importing
+this module leaves matplotlib's global backend (a user's notebook or GUI) as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a Figure on its own Agg canvas, and its axes."""
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: Path) -> Path:
@@ -19,7 +28,6 @@ def _save(fig, path: Path) -> Path:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
     fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
-    plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -54,7 +62,7 @@ def plot_curves(
 ) -> Path:
     """Training/eval curves: one panel per metric key, x = step, one line per split."""
     keys = [k for k in keys if any(k in r for r in records)]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.2), squeeze=False
     )
     for ax, key in zip(axes[0], keys, strict=False):
@@ -79,7 +87,7 @@ def plot_scatter(
     x: np.ndarray, y: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str = ""
 ) -> Path:
     """A scatter plot (e.g. predicted mutation effect vs measured fitness)."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.0))
+    fig, ax = _subplots(figsize=(4.5, 4.0))
     ax.scatter(x, y, s=4, alpha=0.4)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -91,7 +99,7 @@ def plot_histograms(
     panels: dict[str, dict[str, np.ndarray]], path: Path, bins: int = 50, title: str = ""
 ) -> Path:
     """One panel per quantity, overlaid normalized histograms per source (e.g. samples vs natural)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (name, sources) in zip(axes[0], panels.items(), strict=True):
         values = [np.asarray(v).ravel() for v in sources.values() if np.size(v)]
         if not values:
@@ -121,7 +129,7 @@ def plot_latent(means: np.ndarray, highlight: np.ndarray, path: Path, title: str
         centred = x - x.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         x = centred @ vt[:2].T
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    fig, ax = _subplots(figsize=(4.5, 4.2))
     hl = np.asarray(highlight, bool)
     ax.scatter(x[~hl, 0], x[~hl, 1], s=2, alpha=0.3, label="train")
     ax.scatter(x[hl, 0], x[hl, 1], s=4, alpha=0.8, label="held out")
@@ -142,7 +150,7 @@ def plot_runs(
 ) -> Path:
     """Compare several runs: one panel per metric, one line per run; ``reference`` adds labelled
     horizontal lines (e.g. published numbers) to the first panel."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         for label, records in runs.items():
             pts = [(r["step"], r[key]) for r in records if r.get("split") == split and key in r]

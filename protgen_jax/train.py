@@ -324,6 +324,9 @@ def make_scan_train_step(
             metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
             return state.apply_gradients(grads, optimizer), metrics
 
+        if steps_per_call == 1:  # no loop: a length-1 scan costs XLA a copy of the carried state
+            state, metrics = body(state, None)
+            return state, jax.tree.map(lambda m: m[None], metrics)
         return jax.lax.scan(body, state, None, length=steps_per_call)
 
     return jax.jit(call, donate_argnums=(0,) if donate else ())

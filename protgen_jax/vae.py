@@ -71,6 +71,14 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
 
 
+def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """``log softmax(logits)[..., x]`` per position: logits ``[..., L, K]``, tokens ``[..., L]`` int in
+    ``[0, K)`` -> ``[..., L]`` float32 (the one categorical log-likelihood of the library: the VAE,
+    D3PM, OADM and the continuous relaxation all use it)."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 def categorical_log_likelihood(
     logits: jax.Array, tokens: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
@@ -86,8 +94,7 @@ def categorical_log_likelihood(
     """
     chex.assert_rank([logits, tokens], [3, 2])
     chex.assert_equal_shape_prefix([logits, tokens], 2)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    picked = token_log_probs(logits, tokens)
     if mask is not None:
         chex.assert_equal_shape([tokens, mask])
         picked = jnp.where(mask, picked, 0.0)

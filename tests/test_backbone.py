@@ -17,9 +17,8 @@ from protgen_jax.diffusion import cosine_schedule
 from protgen_jax.errors import DataError
 from protgen_jax.nn.backbone import BackboneDenoiser, local_geometry_features
 from protgen_jax.recipes import backbone as bb
-from protgen_jax.recipes import backbone_eval as bbe
+from protgen_jax.recipes.base import RunDir, read_metrics
 from protgen_jax.recipes.config import config_to_dict, load_config
-from protgen_jax.recipes.loop import read_metrics
 from protgen_jax.structure.frames import random_rotation_np
 from protgen_jax.structure.geometry import kabsch_rmsd
 from protgen_jax.structure.noise import centred_denoise_fn, masked_center, zero_com_noise
@@ -208,6 +207,10 @@ def test_chain_positions_jump_at_breaks():
     ca = np.zeros((6, 3), np.float32)
     chain = Chain("x_A", ca, "AAAAAA", np.array([1, 2, 3, 10, 11, 11]), "A", np.array([2, 4]))
     np.testing.assert_array_equal(bb.chain_positions(chain), [0, 1, 2, 9, 10, 12])
+    # A saved ChainSet gives the breaks back (where positions jump) for the geometry report.
+    (trace,) = bb.ChainSet.of([chain], 8).traces()
+    np.testing.assert_array_equal(trace.breaks, [2, 4])
+    assert trace.ca.shape == (6, 3)
 
 
 def test_centred_denoise_fn_adds_the_exact_centre_of_mass_part():
@@ -241,48 +244,139 @@ def chain_folder(shared_data, tmp_path_factory) -> Path:
 
 
 def _tiny(folder: Path, **kw) -> bb.BackboneConfig:
-    return dataclasses.replace(bb.make_config("backbone"), data=str(folder), **{**TINY, **kw})
+    return dataclasses.replace(
+        bb.RECIPE.make_config("backbone"), data=str(folder), **{**TINY, **kw}
+    )
+
+
+def _sample(run: Path, **given):
+    return bb.RECIPE.run_command("sample", [run], given)
+
+
+def _evaluate(run: Path, **given):
+    return bb.RECIPE.run_command("evaluate", [run], given)
 
 
 @pytest.fixture(scope="module")
 def run_dir(chain_folder, tmp_path_factory) -> Path:
     """A tiny run trained for 1 step, then resumed to 2 steps (the resume test checks the log)."""
     run = tmp_path_factory.mktemp("run")
-    first = bb.train(_tiny(chain_folder, steps=1), run, progress=False)
+    first = bb.RECIPE.train(_tiny(chain_folder, steps=1), run, progress=False)
     assert first["steps"] == 1 and first["num_train"] == 5
-    second = bb.train(_tiny(chain_folder, steps=2), run, progress=False)
+    second = bb.RECIPE.train(_tiny(chain_folder, steps=2), run, progress=False)
     assert second["steps"] == 2
     return run
 
 
 def test_train_writes_the_run_folder_and_resumes(run_dir):
-    for name in ("config.json", "run.json", "data.json", "summary.json", "curves.png"):
+    for name in ("config.json", "run.json", "data.json", "data.npz", "summary.json", "curves.png"):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "run.json").read_text())["family"] == "backbone"
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]
     assert [r["step"] for r in records] == [1, 2]  # the resumed call did one step, not two
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
-    config, model, params, schedule = bb.load_run(run_dir)
-    assert config.steps == 2 and schedule.num_steps == 10
-    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+    loaded = bb.RECIPE.load_run(run_dir)
+    assert loaded.config.steps == 2 and bb.make_schedule(loaded.config).num_steps == 10
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(loaded.params))
+
+
+def test_data_round_trips_and_device_batches_draw_rows_of_their_bucket_only(chain_folder, tmp_path):
+    # Lengths 40, 42 fall in bucket 44; 45, 48, 50 in bucket 64.
+    config = _tiny(chain_folder, buckets=(44, 64), batch_tokens=176)
+    data = bb.RECIPE.prepare(config, progress=False)
+    bb.RECIPE.save_data(RunDir(tmp_path), data)
+    loaded = bb.RECIPE.load_data(RunDir(tmp_path))
+    assert loaded.folder == data.folder and loaded.skipped == data.skipped
+    for split in ("train", "holdout"):
+        for field in bb.ChainSet.FIELDS:
+            np.testing.assert_array_equal(
+                getattr(getattr(loaded, split), field), getattr(getattr(data, split), field)
+            )
+    assert bb.RECIPE.describe_data(config, loaded) == {
+        "num_train": 5, "num_holdout": 0, "num_skipped": 0
+    }  # fmt: skip
+    train = loaded.train
+    assert train.x0.shape == (5, 64, 3) and sorted(train.lengths) == [40, 42, 45, 48, 50]
+    groups = bb.RECIPE.batches(config, loaded)
+    assert [g.name for g in groups] == ["L44", "L64"]
+    assert [g.batch_size for g in groups] == [4, 2]  # batch_tokens // bucket
+    assert [g.weight for g in groups] == [2.0, 3.0]  # chains per bucket
+    key = jax.random.key(0)
+    for group, bucket in zip(groups, (44, 64), strict=True):
+        members = [
+            i for i, n in enumerate(train.lengths) if bb.bucket_for(int(n), (44, 64)) == bucket
+        ]
+        draw = jax.jit(group.draw)
+        seen = set()
+        for step in range(20):
+            batch = jax.device_get(draw(group.arrays, jax.random.fold_in(key, step), step))
+            x0, mask, positions = batch["x0"], batch["mask"], batch["positions"]
+            assert x0.shape == (group.batch_size, bucket, 3) and x0.dtype == np.float32
+            assert mask.shape == positions.shape == (group.batch_size, bucket)
+            assert mask.dtype == bool and positions.dtype == np.int32
+            for row in range(group.batch_size):
+                length = int(mask[row].sum())
+                np.testing.assert_array_equal(mask[row], np.arange(bucket) < length)
+                np.testing.assert_array_equal(positions[row, :length], np.arange(length))
+                np.testing.assert_array_equal(positions[row, length:], 0)
+                np.testing.assert_array_equal(x0[row, length:], 0.0)
+                np.testing.assert_allclose(x0[row, :length].mean(0), 0.0, atol=1e-5)
+                match = [i for i in members if np.array_equal(train.x0[i, :bucket], x0[row])]
+                assert len(match) == 1, "a drawn row is not a chain of this bucket"
+                seen.add(match[0])
+        assert seen == set(members)  # uniform draws with replacement reach every chain
+
+
+def test_steps_per_call_does_not_change_training(chain_folder, tmp_path):
+    """Two updates in one scan (steps_per_call=2) equal two calls of one update each."""
+    kw = dict(steps=2, log_every=2, eval_every=0, checkpoint_every=2)
+    params, losses = [], []
+    for n in (1, 2):
+        run = tmp_path / f"spc{n}"
+        summary = bb.RECIPE.train(_tiny(chain_folder, steps_per_call=n, **kw), run, progress=False)
+        assert summary["steps"] == 2
+        params.append(bb.RECIPE.load_run(run).params)
+        losses.append(summary["last_train"]["loss"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_command_options_are_typed_and_foreign_flags_refused():
+    opts = bb.RECIPE.options("sample", {"out": "o"})
+    assert (opts.num, opts.length, opts.sampler, opts.steps) == (8, None, "ddpm", None)
+    assert opts.noise_scale is None and opts.trajectory is False and opts.seed is None
+    with pytest.raises(DataError, match="--family does not apply to sample"):
+        bb.RECIPE.options("sample", {"out": "o", "family": "X"})
+    with pytest.raises(DataError, match="--temperature"):
+        bb.RECIPE.options("sample", {"out": "o", "temperature": 0.5})
+    with pytest.raises(DataError, match="--motif does not apply to evaluate"):
+        bb.RECIPE.options("evaluate", {"out": "o", "motif": "x"})
+    with pytest.raises(DataError, match="--num must be >= 1"):
+        bb.RECIPE.options("sample", {"out": "o", "num": 0})
+    with pytest.raises(DataError, match="--sampler must be one of ddpm, ddim"):
+        bb.RECIPE.options("sample", {"out": "o", "sampler": "x"})
+    with pytest.raises(DataError, match="--length must be <= 1024"):
+        bb.RECIPE.options("sample", {"out": "o", "length": 2000})
+    assert bb.RECIPE.options("evaluate", {"out": "o", "noise_scale": 0}).noise_scale == 0.0
 
 
 def test_experiment_config_trains_one_step(chain_folder, tmp_path):
     """experiments/backbone_ca/config.json: every key is a config field, and one step runs."""
     path = REPO / "experiments" / "backbone_ca" / "config.json"
     keys = set(json.loads(path.read_text()))
-    assert keys <= set(config_to_dict(bb.make_config("backbone")))
+    assert keys <= set(config_to_dict(bb.RECIPE.make_config("backbone")))
     config = load_config(bb.BackboneConfig, path)
     config = dataclasses.replace(
         config, data=str(chain_folder), steps=1, buckets=(64,), max_length=64, batch_tokens=128
     )
-    summary = bb.train(config, tmp_path, progress=False)
+    summary = bb.RECIPE.train(config, tmp_path, progress=False)
     assert summary["steps"] == 1 and np.isfinite(summary["last_train"]["loss"])
 
 
 def test_sample_writes_pdbs_of_the_requested_length(run_dir, tmp_path):
     out = tmp_path / "samples"
-    summary = bb.sample(run_dir, {"num": 3, "length": 24, "out": str(out), "trajectory": True})
+    summary = _sample(run_dir, num=3, length=24, out=str(out), trajectory=True)
     files = sorted(out.glob("sample_*.pdb"))
     assert len(files) == 3 and summary["num"] == 3
     for path in files:
@@ -292,20 +386,20 @@ def test_sample_writes_pdbs_of_the_requested_length(run_dir, tmp_path):
     assert frames.stack_depth() == 10 and frames.array_length() == 24  # T=10 steps, stride 1
     # The last frame is the written sample (up to the PDB's 3 decimals).
     np.testing.assert_allclose(frames.coord[-1], load_chain(files[0], min_length=1).ca, atol=2e-3)
-    ddim = bb.sample(
-        run_dir, {"num": 2, "length": 20, "out": str(tmp_path / "d"), "sampler": "ddim", "steps": 4}
-    )
+    ddim = _sample(run_dir, num=2, length=20, out=str(tmp_path / "d"), sampler="ddim", steps=4)
     assert ddim["steps"] == 4 and len(list((tmp_path / "d").glob("*.pdb"))) == 2
     # Reduced noise: same key and start noise, less noise per step -> a different, valid sample.
-    calm = bb.sample(
-        run_dir, {"num": 3, "length": 24, "out": str(tmp_path / "n"), "noise_scale": 0.5}
-    )
+    calm = _sample(run_dir, num=3, length=24, out=str(tmp_path / "n"), noise_scale=0.5)
     assert calm["noise_scale"] == 0.5 and summary["noise_scale"] == 1.0
     calm_ca = load_chain(tmp_path / "n" / "sample_0000.pdb", min_length=1).ca
     assert np.isfinite(calm_ca).all()
     assert not np.allclose(calm_ca, load_chain(files[0], min_length=1).ca, atol=1e-2)
-    with pytest.raises(DataError, match="--noise-scale must be in"):
-        bb.sample(run_dir, {"num": 1, "length": 24, "out": str(tmp_path / "m"), "noise_scale": -1})
+    with pytest.raises(DataError, match="--noise-scale must be >= 0"):
+        _sample(run_dir, num=1, length=24, out=str(tmp_path / "m"), noise_scale=-1)
+    with pytest.raises(DataError, match="--noise-scale must be <= 2"):
+        _sample(run_dir, num=1, length=24, out=str(tmp_path / "m"), noise_scale=3)
+    with pytest.raises(DataError, match=r"--steps must be in \[1, 10\]"):
+        _sample(run_dir, num=1, out=str(tmp_path / "m"), sampler="ddim", steps=11)
 
 
 def test_motif_scaffolding_keeps_the_motif(run_dir, chain_folder, tmp_path):
@@ -313,7 +407,7 @@ def test_motif_scaffolding_keeps_the_motif(run_dir, chain_folder, tmp_path):
     first, last = int(source.residue_ids[10]), int(source.residue_ids[19])
     spec = f"{chain_folder / '1GUU_A.pdb'}:A:{first}-{last}@6"
     out = tmp_path / "motif"
-    summary = bb.sample(run_dir, {"num": 2, "length": 30, "out": str(out), "motif": spec})
+    summary = _sample(run_dir, num=2, length=30, out=str(out), motif=spec)
     motif = source.ca[10:20]
     for path in sorted(out.glob("sample_*.pdb")):
         x = load_chain(path, min_length=1).ca
@@ -331,30 +425,30 @@ def test_motif_scaffolding_keeps_the_motif(run_dir, chain_folder, tmp_path):
 def test_motif_spec_errors(chain_folder):
     path = chain_folder / "1GUU_A.pdb"  # residues 40-89, no breaks
     with pytest.raises(DataError, match="FILE:CHAIN:START-END"):
-        bbe.parse_motif("nonsense", 50)
+        bb.parse_motif("nonsense", 50)
     with pytest.raises(DataError, match="chain 'Z' not found"):
-        bbe.parse_motif(f"{path}:Z:45-50", 50)
+        bb.parse_motif(f"{path}:Z:45-50", 50)
     with pytest.raises(DataError, match="no residues"):
-        bbe.parse_motif(f"{path}:A:5-10", 50)
+        bb.parse_motif(f"{path}:A:5-10", 50)
     with pytest.raises(DataError, match="do not fit"):
-        bbe.parse_motif(f"{path}:A:45-54@45", 50)
+        bb.parse_motif(f"{path}:A:45-54@45", 50)
     with pytest.raises(DataError, match="give @POS"):
-        bbe.parse_motif(f"{path}:A:45-50;{path}:A:60-65", 50)
+        bb.parse_motif(f"{path}:A:45-50;{path}:A:60-65", 50)
     with pytest.raises(DataError, match="overlap"):
-        bbe.parse_motif(f"{path}:A:45-50@1;{path}:A:60-65@4", 50)
+        bb.parse_motif(f"{path}:A:45-50@1;{path}:A:60-65@4", 50)
     with pytest.raises(DataError, match="more than 1 bonds can span"):
-        bbe.parse_motif(f"{path}:A:45-50@1;{path}:A:80-85@7", 50)
-    two = bbe.parse_motif(f"{path}:A:60-65@30;{path}:A:45-50@1", 50)
+        bb.parse_motif(f"{path}:A:45-50@1;{path}:A:80-85@7", 50)
+    two = bb.parse_motif(f"{path}:A:60-65@30;{path}:A:45-50@1", 50)
     np.testing.assert_array_equal(two.indices, list(range(0, 6)) + list(range(29, 35)))
     source = load_chain(path)
     np.testing.assert_array_equal(two.coords, np.concatenate([source.ca[5:11], source.ca[20:26]]))
-    single = bbe.parse_motif(f"{path}:A:45-54", 50)  # centred by default
+    single = bb.parse_motif(f"{path}:A:45-54", 50)  # centred by default
     np.testing.assert_array_equal(single.indices, np.arange(20, 30))
 
 
 def test_evaluate_writes_the_report(run_dir, chain_folder, tmp_path):
     out = tmp_path / "eval" / "eval.json"
-    report = bb.evaluate(run_dir, {"out": str(out), "num": 3, "data": str(chain_folder)})
+    report = _evaluate(run_dir, out=str(out), num=3, data=str(chain_folder))
     saved = json.loads(out.read_text())
     for key in (
         "natural",
@@ -374,6 +468,9 @@ def test_evaluate_writes_the_report(run_dir, chain_folder, tmp_path):
     assert (tmp_path / "eval" / "eval_geometry.png").exists()
     assert (tmp_path / "eval" / "eval_random_walk.png").exists()
     assert len(list((tmp_path / "eval" / "eval_samples").glob("*.pdb"))) == 3
+    # Without --data the reference is the run's saved holdout (empty here: holdout_fraction=0).
+    with pytest.raises(DataError, match="the holdout split: 0 reference"):
+        _evaluate(run_dir, out=str(tmp_path / "e.json"), num=1)
 
 
 def test_cli_end_to_end(chain_folder, tmp_path, capsys):
@@ -393,5 +490,5 @@ def test_cli_end_to_end(chain_folder, tmp_path, capsys):
     assert json.loads(report.read_text())["num_samples"] == 2
     capsys.readouterr()
     assert cli.main(["sample", str(run), "--num", "1", "--length", "3", "--out", str(out)]) == 2
-    assert "--length must be in" in capsys.readouterr().err
+    assert "--length must be >= 8" in capsys.readouterr().err
     assert cli.main(["sample", str(run), "--num", "1", "--out", str(out), "--sampler", "x"]) == 2

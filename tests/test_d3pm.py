@@ -302,12 +302,12 @@ def test_sampler_oracle_and_inpainting(make):
     assert out.dtype == jnp.int32
     np.testing.assert_array_equal(out, jnp.where(mask, target, tokens.PAD))
 
-    fixed_mask = jnp.zeros((B, L), bool).at[:, ::3].set(True)
-    fixed_tokens = (target + 1) % tokens.K_AA
+    known_mask = jnp.zeros((B, L), bool).at[:, ::3].set(True)
+    known = (target + 1) % tokens.K_AA
     out = d3pm.d3pm_sample(
-        jax.random.key(6), oracle, schedule, (B, L), mask, None, fixed_tokens, fixed_mask
+        jax.random.key(6), oracle, schedule, (B, L), mask=mask, known=known, known_mask=known_mask
     )
-    want = jnp.where(fixed_mask, fixed_tokens, target)
+    want = jnp.where(known_mask, known, target)
     np.testing.assert_array_equal(out, jnp.where(mask, want, tokens.PAD))
 
 

@@ -116,12 +116,18 @@ def test_sampler_oracle_fixed_positions_and_padding():
     out = oadm.oadm_sample(jax.random.key(4), oracle, (B, L), mask=mask)
     assert out.dtype == jnp.int32
     np.testing.assert_array_equal(out, jnp.where(mask, target, tokens.PAD))
-    fixed_mask = jnp.zeros((B, L), bool).at[:, 1::2].set(True)
-    fixed_tokens = (target + 3) % tokens.K_AA
+    known_mask = jnp.zeros((B, L), bool).at[:, 1::2].set(True)
+    known = (target + 3) % tokens.K_AA
     out = oadm.oadm_sample(
-        jax.random.key(5), oracle, (B, L), mask, None, fixed_tokens, fixed_mask, temperature=0.7
+        jax.random.key(5),
+        oracle,
+        (B, L),
+        mask=mask,
+        known=known,
+        known_mask=known_mask,
+        temperature=0.7,
     )
-    want = jnp.where(fixed_mask, fixed_tokens, target)
+    want = jnp.where(known_mask, known, target)
     np.testing.assert_array_equal(out, jnp.where(mask, want, tokens.PAD))
 
 
@@ -133,14 +139,14 @@ def test_sampler_with_exact_conditionals_draws_from_the_joint():
     tol = 5 * np.sqrt(_JOINT * (1 - _JOINT) / n) + 1e-3
     assert np.all(np.abs(freq - _JOINT) < tol), np.abs(freq - _JOINT).max()
     # Conditioned on x_1 = 2 (inpainting): p(x_0, x_2 | x_1 = 2).
-    fixed_mask = jnp.zeros((n, _L), bool).at[:, 1].set(True)
-    fixed_tokens = jnp.full((n, _L), 2, jnp.int32)
+    known_mask = jnp.zeros((n, _L), bool).at[:, 1].set(True)
+    known = jnp.full((n, _L), 2, jnp.int32)
     out = oadm.oadm_sample(
         jax.random.key(7),
         _joint_logits_fn,
         (n, _L),
-        fixed_tokens=fixed_tokens,
-        fixed_mask=fixed_mask,
+        known=known,
+        known_mask=known_mask,
         num_classes=_K,
     )
     assert np.all(np.asarray(out)[:, 1] == 2)

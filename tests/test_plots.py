@@ -27,3 +27,19 @@ def test_curves_and_runs_write_pngs(tmp_path):
     for path in (curves, runs):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "runs.png"]
+
+
+def test_importing_and_plotting_leaves_matplotlibs_backend_alone(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; from protgen_jax import plots; "
+        f"plots.plot_curves([{{'step': 1, 'loss': 1.0}}], ['loss'], r'{tmp_path / 'c.png'}'); "
+        "print(matplotlib.get_backend())"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg" and (tmp_path / "c.png").exists()

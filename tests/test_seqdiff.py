@@ -12,12 +12,21 @@ from jax.tree_util import Partial
 from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.cli import main
 from protgen_jax.data.fasta import read_fasta, read_records, write_fasta
+from protgen_jax.data.sequences import SequenceSet
 from protgen_jax.diffusion import cosine_schedule, normal_kl
 from protgen_jax.discrete import relax
 from protgen_jax.discrete import tokens as vocab
+from protgen_jax.errors import DataError
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
-from protgen_jax.recipes import recipe_for_model, seqdiff
+from protgen_jax.recipes import recipe_for_model
 from protgen_jax.recipes.config import apply_overrides
+from protgen_jax.recipes.seqdiff import (
+    RECIPE,
+    SeqDiffConfig,
+    bucket_groups,
+    build_model,
+    generate_tokens,
+)
 
 TINY = [
     "num_layers=1", "num_heads=2", "model_dim=32", "max_len=32", "buckets=32",
@@ -36,9 +45,13 @@ def slice_fasta(shared_data, tmp_path_factory) -> Path:
     return path
 
 
-def _config(method: str, data: Path, *extra: str) -> seqdiff.SeqDiffConfig:
-    config = seqdiff.make_config(method)
+def _config(method: str, data: Path, *extra: str) -> SeqDiffConfig:
+    config = RECIPE.make_config(method)
     return apply_overrides(config, [f"data={data}", "steps=1", *TINY, *extra])
+
+
+def _command(command: str, run_dir: Path, **given) -> dict:
+    return RECIPE.run_command(command, [run_dir], given)
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +145,20 @@ def test_relax_loss_and_sampler_with_an_oracle():
     assert loss.shape == (3,)
     np.testing.assert_allclose(aux["ce"], 0.0, atol=1e-4)
     np.testing.assert_allclose(aux["mse"], 0.0, atol=1e-4)
-    out = relax.relax_sample(jax.random.key(3), target, schedule, E, (3, 6), mask)
+    out = relax.relax_sample(jax.random.key(3), target, schedule, (3, 6), embeddings=E, mask=mask)
     np.testing.assert_array_equal(out, tokens)
     keep = jnp.broadcast_to(jnp.arange(6)[None, :] < 3, (3, 6))
     noise = Partial(lambda x, t, m, c: jnp.zeros(x.shape[:2] + (20,)))
     pad_mask = mask.at[0, 5].set(False)
     filled = relax.relax_sample(
-        jax.random.key(4), noise, schedule, E, (3, 6), pad_mask, None, tokens, keep
+        jax.random.key(4),
+        noise,
+        schedule,
+        (3, 6),
+        embeddings=E,
+        mask=pad_mask,
+        known=tokens,
+        known_mask=keep,
     )
     np.testing.assert_array_equal(filled[:, :3], tokens[:, :3])
     assert filled[0, 5] == vocab.PAD and np.all(np.asarray(filled)[pad_mask] < 20)
@@ -148,13 +168,82 @@ def test_relax_loss_and_sampler_with_an_oracle():
 
 
 def test_recipe_registry_and_config_checks():
-    assert recipe_for_model("oadm") is seqdiff and recipe_for_model("relax") is seqdiff
-    config = seqdiff.make_config("d3pm")
+    assert recipe_for_model("oadm") is RECIPE and recipe_for_model("relax") is RECIPE
+    config = RECIPE.make_config("d3pm")
     assert config.method == "d3pm" and config.data == "" and config.steps > 0
-    seqdiff.check_config(apply_overrides(config, ["transition=uniform"]))
+    assert RECIPE.model_name(config) == "d3pm" and config.steps_per_call == 5
+    RECIPE.check(apply_overrides(config, ["transition=uniform"]))
     for bad in (["transition=blosum"], ["buckets=64,32"], ["max_len=100"], ["cfg_drop=1.0"]):
-        with pytest.raises(seqdiff.DataError):
-            seqdiff.check_config(apply_overrides(config, bad))
+        with pytest.raises(DataError):
+            RECIPE.check(apply_overrides(config, bad))
+    with pytest.raises(DataError):
+        RECIPE.make_config("vae")
+    half = build_model(apply_overrides(config, ["dtype=bfloat16"]), 3)
+    assert half.module.dtype == jnp.bfloat16
+
+
+def _toy_set(lengths, labels, seed=0) -> SequenceSet:
+    rng = np.random.default_rng(seed)
+    pieces = [rng.integers(0, 20, n).astype(np.int8) for n in lengths]
+    return SequenceSet(
+        ids=tuple(f"F|s{i}" for i in range(len(lengths))),
+        family_names=("A", "B", "C"),
+        labels=np.asarray(labels, np.int32),
+        tokens=np.concatenate(pieces),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    )
+
+
+def test_device_batch_draw_shapes_masks_crops_and_label_drop():
+    lengths = [5, 9, 16, 17, 30, 32, 45, 80]
+    data = _toy_set(lengths, [0, 1, 2, 0, 1, 2, 0, 1])
+    config = apply_overrides(
+        SeqDiffConfig(), ["max_len=32", "buckets=16,32", "tokens_per_batch=64", "cfg_drop=0.25"]
+    )
+    groups = bucket_groups(data, config, null_label=3, cfg_drop=0.25)
+    assert [g.batch_size for g in groups] == [4, 2]
+    assert [g.weight for g in groups] == [3 / 4, 5 / 2]
+    seqs = [data.sequence(i) for i in range(len(data))]
+    num_draws = 2000
+    for group, width in zip(groups, (16, 32), strict=True):
+        arrays = jax.tree.map(jnp.asarray, group.arrays)
+        draws = jax.jit(jax.vmap(lambda k, g=group, a=arrays: g.draw(a, k, jnp.int32(0))))(
+            jax.random.split(jax.random.key(0), num_draws)
+        )
+        tokens, mask, cond = (np.asarray(draws[k]) for k in ("tokens", "mask", "cond"))
+        assert tokens.shape == mask.shape == (num_draws, group.batch_size, width)
+        assert cond.shape == (num_draws, group.batch_size) and tokens.dtype == np.int32
+        assert np.all(tokens[~mask] == vocab.PAD) and np.all(tokens[mask] < vocab.K_AA)
+        drop_rate = np.mean(cond == 3)
+        assert abs(drop_rate - 0.25) < 0.02, drop_rate
+        for row, row_mask in zip(
+            tokens[:50].reshape(-1, width), mask[:50].reshape(-1, width), strict=True
+        ):
+            n = int(row_mask.sum())
+            assert np.all(row_mask[:n])  # the mask is a prefix
+            # the row is a window of a member whose (cropped) length is exactly n
+            hits = [
+                s
+                for s in seqs
+                if min(len(s), 32) == n
+                and any(np.array_equal(s[o : o + n], row[:n]) for o in range(len(s) - n + 1))
+            ]
+            assert hits, row
+    long_rows = np.asarray(
+        jax.vmap(lambda k: groups[1].draw(jax.tree.map(jnp.asarray, groups[1].arrays), k, 0))(
+            jax.random.split(jax.random.key(1), 300)
+        )["tokens"]
+    ).reshape(-1, 32)
+    starts = {  # crops of the 80-long sequence: windows at many offsets, all inside it
+        o
+        for row in long_rows
+        for o in range(80 - 32 + 1)
+        if np.array_equal(seqs[7][o : o + 32], row)
+    }
+    assert len(starts) > 10 and max(starts) <= 48
+    unknown = bucket_groups(_toy_set([8, 12], [-1, -1]), config, null_label=3, cfg_drop=0.0)[0]
+    batch = unknown.draw(jax.tree.map(jnp.asarray, unknown.arrays), jax.random.key(2), 0)
+    assert np.all(np.asarray(batch["cond"]) == 3)
 
 
 @pytest.mark.parametrize(
@@ -162,13 +251,14 @@ def test_recipe_registry_and_config_checks():
     [("d3pm", "transition=absorbing"), ("d3pm", "transition=uniform"), ("relax", "clamp=true")],
 )
 def test_one_step_train_nll_and_inpainting(method, extra, slice_fasta, tmp_path):
-    summary = seqdiff.train(_config(method, slice_fasta, extra), tmp_path, progress=False)
+    summary = RECIPE.train(_config(method, slice_fasta, extra), tmp_path, progress=False)
     assert summary["steps"] == 1 and summary["num_train"] + summary["num_validation"] > 250
+    assert json.loads((tmp_path / "run.json").read_text())["family"] == method
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} == {"train", "eval"}
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
-    run = seqdiff.load_run(tmp_path)
-    val = run.prep.validation
+    run = RECIPE.load_run(tmp_path)
+    val = run.data.validation
     seqs = [val.sequence(i)[:20] for i in range(2)]
     tokens = jnp.asarray(np.stack(seqs))
     mask, cond = jnp.ones((2, 20), bool), jnp.array([0, run.model.null_label])
@@ -183,7 +273,7 @@ def test_one_step_train_nll_and_inpainting(method, extra, slice_fasta, tmp_path)
     if extra == "transition=absorbing":
         assert logits.shape[-1] == vocab.K_AA + 1 and np.all(logits[..., vocab.MASK] < -1e8)
     keep = np.arange(20) % 3 != 0
-    out = seqdiff.generate_tokens(
+    out = generate_tokens(
         run.model, run.params, jax.random.key(1), [20, 20], [0, -1], 2.0, 1.0, run.config,
         fixed=[(s, keep) for s in seqs], progress=False,
     )  # fmt: skip
@@ -196,16 +286,16 @@ def test_time_limit_stops_at_a_checkpoint_and_resume_continues(oadm_run, slice_f
     limited = _config(
         "oadm", slice_fasta, "steps=2", "checkpoint_every=1", "time_limit_minutes=1e-9"
     )
-    summary = seqdiff.train(limited, tmp_path, progress=False)
+    summary = RECIPE.train(limited, tmp_path, progress=False)
     assert summary["stopped_by_time_limit"] and summary["steps"] == 1
-    summary = seqdiff.train(
+    summary = RECIPE.train(
         apply_overrides(limited, ["time_limit_minutes=0"]), tmp_path, progress=False
     )
     assert not summary["stopped_by_time_limit"] and summary["steps"] == 2
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
         assert ckpt.all_steps() == [1, 2]
     # Two steps straight (the fixture, same config) and one + one resumed give the same params.
-    a, b = seqdiff.load_run(oadm_run).params, seqdiff.load_run(tmp_path).params
+    a, b = RECIPE.load_run(oadm_run).params, RECIPE.load_run(tmp_path).params
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 1, 2, 2]  # (train, eval) per step, nothing duplicated by the resume
@@ -213,38 +303,110 @@ def test_time_limit_stops_at_a_checkpoint_and_resume_continues(oadm_run, slice_f
 
 def test_sample_unconditional_guided_and_inpaint(oadm_run, tmp_path):
     out = tmp_path / "samples.fasta"
-    info = seqdiff.sample(oadm_run, {"out": out, "num": 5, "length": 30, "seed": 1})
+    info = _command("sample", oadm_run, out=out, num=5, length=30, seed=1)
     records = read_fasta(out)
     assert info["num"] == 5 and len(records) == 5
     assert all(len(s) == 30 and set(s) <= set(vocab.AMINO_ACIDS) for _, s in records)
-    family = seqdiff.load_run(oadm_run).prep.data.family_names[0]
+    family = RECIPE.load_run(oadm_run).data.family_names[0]
     guided = tmp_path / "guided.fasta"
-    seqdiff.sample(oadm_run, {"out": guided, "num": 3, "family": family, "guidance": 2.0})
+    _command("sample", oadm_run, out=guided, num=3, family=family, guidance=2.0)
     records = read_fasta(guided)
     assert len(records) == 3 and all(i.startswith(f"{family}|") for i, _ in records)
     assert all(1 <= len(s) <= 32 for _, s in records)
     template = tmp_path / "masked.fasta"
     template.write_text(f">{family}|t1\nMKV##LLA#G\n>free\n##W\n")
     filled = tmp_path / "filled.fasta"
-    seqdiff.sample(oadm_run, {"out": filled, "inpaint": template, "seed": 2})
+    _command("sample", oadm_run, out=filled, inpaint=template, seed=2)
     (_, a), (_, b) = read_fasta(filled)
     assert len(a) == 10 and a[:3] == "MKV" and a[5:8] == "LLA" and a[9] == "G" and b[2] == "W"
     assert set(a + b) <= set(vocab.AMINO_ACIDS)
-    with pytest.raises(seqdiff.DataError, match="not one of"):
-        seqdiff.sample(oadm_run, {"out": out, "num": 1, "family": "NOPE"})
-    with pytest.raises(seqdiff.DataError, match="max_len"):
-        seqdiff.sample(oadm_run, {"out": out, "num": 1, "length": 33})
+    with pytest.raises(DataError, match="not one of"):
+        _command("sample", oadm_run, out=out, num=1, family="NOPE")
+    with pytest.raises(DataError, match="max_len"):
+        _command("sample", oadm_run, out=out, num=1, length=33)
+    with pytest.raises(DataError, match="--guidance needs --family"):
+        _command("sample", oadm_run, out=out, num=1, guidance=0.0)
+    with pytest.raises(DataError, match="--temperature"):
+        _command("sample", oadm_run, out=out, temperature=-1.0)
+
+
+def test_sample_options_reject_flags_that_do_not_apply():
+    with pytest.raises(DataError, match="--motif"):
+        RECIPE.options("sample", {"out": "x.fasta", "motif": "x"})
+    with pytest.raises(DataError, match="--num"):
+        RECIPE.options("sample", {"out": "x.fasta", "num": 0})
+    opts = RECIPE.options("sample", {"out": "x.fasta", "temperature": 0, "guidance": 0})
+    assert opts.temperature == 0.0 and opts.guidance == 0.0 and opts.num == 100
+
+
+def _noisy(params, scale=0.3):
+    """Params with every leaf perturbed, so the zero-initialized adaLN sees the family label."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    return jax.tree.unflatten(
+        tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    )
+
+
+def test_guidance_zero_is_unconditional_sampling(oadm_run, tmp_path):
+    run = RECIPE.load_run(oadm_run)
+    params, model = _noisy(run.params), run.model
+    B, L = 6, 16
+    mask = jnp.ones((B, L), bool)
+    family = jnp.zeros(B, jnp.int32)
+    null = jnp.full(B, model.null_label, jnp.int32)
+    key = jax.random.key(3)
+    zero = model.generate(params, key, (B, L), mask, family, guidance=0.0)
+    uncond = model.generate(params, key, (B, L), mask, null, guidance=1.0)
+    cond = model.generate(params, key, (B, L), mask, family, guidance=1.0)
+    np.testing.assert_array_equal(zero, uncond)
+    assert not np.array_equal(cond, uncond)  # the label matters for these params
+    # Through the command: --guidance 0 with a family = no family, same seed and lengths.
+    name = run.data.family_names[0]
+    a, b = tmp_path / "a.fasta", tmp_path / "b.fasta"
+    _command("sample", oadm_run, out=a, num=4, length=12, family=name, guidance=0.0, seed=4)
+    _command("sample", oadm_run, out=b, num=4, length=12, seed=4)
+    assert [s for _, s in read_fasta(a)] == [s for _, s in read_fasta(b)]
+
+
+class _FixedLogits:
+    """A stand-in network: ``apply(params, x_t, t, mask, cond) = params["logits"]`` per position."""
+
+    dropout_rate = 0.0
+
+    def apply(self, params, x_t, t, mask, cond):
+        return jnp.broadcast_to(params["logits"], x_t.shape[:2] + params["logits"].shape[-1:])
+
+
+@pytest.mark.parametrize("method", ["oadm", "d3pm", "relax"])
+def test_temperature_zero_is_the_argmax(method, slice_fasta):
+    import dataclasses
+
+    config = _config(method, slice_fasta, "num_timesteps=6", "clamp=false")
+    model = dataclasses.replace(build_model(config, 3), module=_FixedLogits())
+    B, L = 4, 12
+    logits = jax.random.normal(jax.random.key(0), (L, vocab.K_AA))
+    params = {"logits": logits}
+    mask = jnp.ones((B, L), bool).at[1, 9:].set(False)
+    cond = jnp.full(B, model.null_label, jnp.int32)
+    best = np.broadcast_to(np.argmax(np.asarray(logits), -1), (B, L))
+    for seed in range(2):
+        out = np.asarray(
+            model.generate(params, jax.random.key(seed), (B, L), mask, cond, temperature=0.0)
+        )
+        np.testing.assert_array_equal(out[np.asarray(mask)], best[np.asarray(mask)])
+        assert np.all(out[~np.asarray(mask)] == vocab.PAD)
+    if method != "relax":  # (the relaxation rounds its mean x0 estimate: argmax-like already)
+        hot = np.asarray(model.generate(params, jax.random.key(0), (B, L), mask, cond))
+        assert not np.array_equal(hot[np.asarray(mask)], best[np.asarray(mask)])
 
 
 def test_cli_sample_and_evaluate(oadm_run, tmp_path, capsys):
-    run = str(oadm_run)
     fasta = tmp_path / "s.fasta"
-    assert (
-        main(["--quiet", "sample", run, "--num", "3", "--length", "12", "--out", str(fasta)]) == 0
-    )
+    _command("sample", oadm_run, num=3, length=12, out=fasta)
     assert [len(s) for _, s in read_fasta(fasta)] == [12, 12, 12]
     out = tmp_path / "eval.json"
-    assert main(["--quiet", "evaluate", run, "--num", "4", "--out", str(out)]) == 0
+    _command("evaluate", oadm_run, num=4, out=out)
     saved = json.loads(out.read_text())
     for key in ("perplexity", "perplexity_unconditional", "baselines", "unconditional",
                 "conditional", "inpainting"):  # fmt: skip
@@ -267,10 +429,7 @@ def test_cli_sample_and_evaluate(oadm_run, tmp_path, capsys):
     # Any FASTA: its own residues (a 40-long record is scored as two chunks of <= max_len = 32).
     other = tmp_path / "other.fasta"
     other.write_text(">NEWFAM|a\nACDEFGHIKLMNPQRSTVWYACDEFGHIKLMNPQRSTV\n>b\nMKVLLAG\n")
-    assert (
-        main(["--quiet", "evaluate", run, "--data", str(other), "--num", "0", "--out", str(out)])
-        == 0
-    )
+    _command("evaluate", oadm_run, data=other, num=0, out=out)
     saved = json.loads(out.read_text())
     assert saved["num_sequences_evaluated"] == 2 and saved["num_with_known_family"] == 0
     assert saved["num_residues"] == 45 and saved["num_chunks"] == 3
@@ -278,8 +437,12 @@ def test_cli_sample_and_evaluate(oadm_run, tmp_path, capsys):
     capsys.readouterr()
     bad = tmp_path / "bad.txt"
     bad.write_text("not a fasta file\n")
-    assert main(["--quiet", "evaluate", run, "--data", str(bad), "--out", str(out)]) == 2
-    assert main(["--quiet", "sample", run, "--guidance", "2", "--out", str(fasta)]) == 2
+    with pytest.raises(DataError):
+        _command("evaluate", oadm_run, data=bad, out=out)
+    with pytest.raises(DataError, match="--guidance needs --family"):
+        _command("sample", oadm_run, guidance=2.0, out=fasta)
+    with pytest.raises(DataError, match="--num must be 0"):
+        _command("evaluate", oadm_run, num=1, out=out)
     assert main(["--quiet", "train", "d3pm", "--out", str(tmp_path / "r2"),
                  "--set", "transition=blosum"]) == 2  # fmt: skip
     assert "error:" in capsys.readouterr().err

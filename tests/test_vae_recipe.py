@@ -7,8 +7,8 @@ import pytest
 
 from protgen_jax.cli import main
 from protgen_jax.data.fasta import read_records
-from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.base import read_metrics
+from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.vae import RECIPE, VAEConfig, prepare_dms
 
 train = RECIPE.train
@@ -303,8 +303,7 @@ def test_local_reparameterization_flag_reaches_the_training_loss():
     import jax
     import jax.numpy as jnp
 
-    from protgen_jax.recipes.vae import build_model
-    from protgen_jax.recipes.vae import make_loss_fn
+    from protgen_jax.recipes.vae import build_model, make_loss_fn
 
     L = 12
     small = dict(encoder_widths=(16,), decoder_widths=(8, 16), latent_dim=4)
@@ -328,8 +327,11 @@ def test_posterior_mean_estimator_is_the_elbo_without_its_spread():
     import jax
     import jax.numpy as jnp
 
-    from protgen_jax.recipes.vae import build_model
-    from protgen_jax.recipes.vae import make_elbo_estimator, make_posterior_mean_estimator
+    from protgen_jax.recipes.vae import (
+        build_model,
+        make_elbo_estimator,
+        make_posterior_mean_estimator,
+    )
 
     L = 12
     small = dict(encoder_widths=(16,), decoder_widths=(8, 16), latent_dim=4, dictionary_size=5)
@@ -415,3 +417,45 @@ def test_experiment_configs_load_and_track_the_spearman(name, slice_a2m, shared_
     train(config, tmp_path / "run", progress=False)
     evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "eval"]
     assert len(evals) == 1 and -1 <= evals[0]["spearman"] <= 1
+
+
+def test_flags_are_typed_per_family_and_zero_is_a_value(tiny_run, tmp_path, capsys):
+    run, _, _ = tiny_run
+    out = str(tmp_path / "s.fasta")
+    for flag, value in (("--family", "PF00001"), ("--guidance", "2"), ("--motif", "x.pdb:A:1-5@1")):
+        assert main(["--quiet", "sample", str(run), "--out", out, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} does not apply to sample for a 'vae' run" in err and "\n" not in err.strip()
+    assert main(["--quiet", "sample", str(run), "--out", out, "--num", "0"]) == 2
+    assert "--num must be >= 1, got 0" in capsys.readouterr().err
+    greedy = tmp_path / "greedy.fasta"
+    cold = tmp_path / "cold.fasta"
+    assert (
+        main(["--quiet", "sample", str(run), "--out", str(greedy), "--num", "5", "--greedy"]) == 0
+    )
+    argv = ["--quiet", "sample", str(run), "--out", str(cold), "--num", "5", "--temperature", "0"]
+    assert main(argv) == 0
+    assert greedy.read_text() == cold.read_text()  # temperature 0 is the argmax, not temperature 1
+    warm = tmp_path / "warm.fasta"
+    argv = ["--quiet", "sample", str(run), "--out", str(warm), "--num", "5", "--temperature", "1"]
+    assert main(argv) == 0 and warm.read_text() != cold.read_text()
+
+
+def test_four_devices_train_the_same_curve_as_one(slice_a2m, tmp_path):
+    """Data parallelism on 4 of the 8 fake CPU devices: run.json says so and the loss curve matches
+    the one-device run (same batches, same keys; only the reduction order differs)."""
+    base = TINY + [
+        f"data={slice_a2m}",
+        "steps=6",
+        "eval_every=0",
+        "log_every=1",
+        "steps_per_call=3",
+    ]
+    curves = {}
+    for devices in (1, 4):
+        run = tmp_path / f"d{devices}"
+        train(apply_overrides(VAEConfig(), base + [f"devices={devices}"]), run, progress=False)
+        assert json.loads((run / "run.json").read_text())["devices"] == devices
+        curves[devices] = [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
+    assert len(curves[1]) == 6
+    np.testing.assert_allclose(curves[4], curves[1], rtol=2e-3)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from protgen_jax.plots import plot_runs
-from protgen_jax.recipes.loop import read_metrics
+from protgen_jax.recipes.base import read_metrics
 
 PUBLISHED = {"site-independent 0.61": 0.61, "EVmutation 0.72": 0.72, "DeepSequence 0.75": 0.75}
 

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from protgen_jax.diffusion.samplers import as_partial
 from protgen_jax.discrete import tokens
+from protgen_jax.vae import token_log_probs
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -66,11 +68,6 @@ class DiscreteSchedule(NamedTuple):
 
 def _safe_log(probs: jax.Array) -> jax.Array:
     return jnp.log(jnp.maximum(probs, _PROB_FLOOR))
-
-
-def _as_partial(fn: LogitsFn) -> jax.tree_util.Partial:
-    """Wrap a plain callable so it can be a (non-static) jit argument; Partials pass through."""
-    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
 
 
 # ----------------------------------------------------------------------------- beta schedules
@@ -254,8 +251,7 @@ def _categorical_kl(logits_q: jax.Array, logits_p: jax.Array) -> jax.Array:
 
 def _token_nll(logits: jax.Array, x0: jax.Array) -> jax.Array:
     """``-log softmax(logits)[x0]``: logits [B, L, K], x0 [B, L] -> [B, L]."""
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    return -token_log_probs(logits, x0)
 
 
 def _vb_terms(schedule, model_logits, x0, x_t, t) -> jax.Array:
@@ -365,31 +361,31 @@ def vlb_nll(
     """
     chex.assert_rank(x0, 2)
     chex.assert_equal_shape([x0, mask])
-    return _vlb_nll_jit(key, schedule, _as_partial(logits_fn), x0, mask, cond)
+    return _vlb_nll_jit(key, schedule, as_partial(logits_fn), x0, mask, cond)
 
 
 # ------------------------------------------------------------------------------ sampling
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "unroll"))
-def _d3pm_sample_jit(key, logits_fn, schedule, mask, cond, fixed_tokens, fixed_mask, shape, unroll):
+def _d3pm_sample_jit(key, logits_fn, schedule, mask, cond, known, known_mask, shape, unroll):
     batch, length = shape
     mask = jnp.ones(shape, bool) if mask is None else mask
-    fixed_mask = jnp.zeros(shape, bool) if fixed_mask is None else fixed_mask
-    fixed_tokens = jnp.zeros(shape, jnp.int32) if fixed_tokens is None else fixed_tokens
-    fixed_tokens = fixed_tokens.astype(jnp.int32)
+    known_mask = jnp.zeros(shape, bool) if known_mask is None else known_mask
+    known = jnp.zeros(shape, jnp.int32) if known is None else known
+    known = known.astype(jnp.int32)
     init_key, steps_key = jax.random.split(key)
 
     prior = jnp.broadcast_to(_safe_log(schedule.stationary), shape + (schedule.num_classes,))
     x_init = jax.random.categorical(init_key, prior, axis=-1).astype(jnp.int32)
-    x_init = jnp.where(fixed_mask, fixed_tokens, x_init)
+    x_init = jnp.where(known_mask, known, x_init)
 
     def step(x_t, inputs):
         step_t, step_key = inputs
         t = jnp.full((batch,), step_t, dtype=jnp.int32)
         logits = reverse_logits(schedule, logits_fn, x_t, t, mask, cond)
         x_prev = jax.random.categorical(step_key, logits, axis=-1).astype(jnp.int32)
-        return jnp.where(fixed_mask, fixed_tokens, x_prev), None
+        return jnp.where(known_mask, known, x_prev), None
 
     steps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
     keys = jax.random.split(steps_key, schedule.num_steps)
@@ -402,18 +398,19 @@ def d3pm_sample(
     logits_fn: LogitsFn,
     schedule: DiscreteSchedule,
     shape: tuple[int, int],
+    *,
     mask: jax.Array | None = None,
     cond: Any = None,
-    fixed_tokens: jax.Array | None = None,
-    fixed_mask: jax.Array | None = None,
+    known: jax.Array | None = None,
+    known_mask: jax.Array | None = None,
     unroll: int = 1,
 ) -> jax.Array:
     """Ancestral sampling ``x_{T-1} ~ stationary``, ``x_{t-1} ~ p(x_{t-1} | x_t)`` down to x0.
 
     One jitted ``lax.scan`` over t = T-1, ..., 0 (T model calls; per-step keys from
     ``jax.random.split``); each step draws every position by Gumbel-max from ``reverse_logits``; the
-    t = 0 step draws from the model's x0 distribution. Inpainting: where ``fixed_mask`` [B, L] is True,
-    the state holds ``fixed_tokens`` [B, L] (clean) at every step and in the output. Padding
+    t = 0 step draws from the model's x0 distribution. Inpainting: where ``known_mask`` [B, L] is True,
+    the state holds ``known`` [B, L] (clean) at every step and in the output. Padding
     (``mask`` False, default all residues) is ``tokens.PAD`` in the output. Pass the network as
     ``jax.tree_util.Partial(apply_fn, params)`` so new params reuse the compiled sampler.
     ``shape = (B, L)`` is static. Returns int32 tokens [B, L].
@@ -421,11 +418,11 @@ def d3pm_sample(
     shape = tuple(int(n) for n in shape)
     if len(shape) != 2:
         raise ValueError(f"shape must be (B, L), got {shape}")
-    if (fixed_tokens is None) != (fixed_mask is None):
-        raise ValueError("fixed_tokens and fixed_mask must be given together")
-    for array in (mask, fixed_tokens, fixed_mask):
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask must be given together")
+    for array in (mask, known, known_mask):
         if array is not None:
             chex.assert_shape(array, shape)
     return _d3pm_sample_jit(
-        key, _as_partial(logits_fn), schedule, mask, cond, fixed_tokens, fixed_mask, shape, unroll
+        key, as_partial(logits_fn), schedule, mask, cond, known, known_mask, shape, unroll
     )

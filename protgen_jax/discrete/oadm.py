@@ -20,14 +20,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from protgen_jax.diffusion.samplers import as_partial
 from protgen_jax.discrete import tokens
+from protgen_jax.vae import token_log_probs
 
 LogitsFn = Callable[..., jax.Array]
-
-
-def _as_partial(fn: LogitsFn) -> jax.tree_util.Partial:
-    """Wrap a plain callable so it can be a (non-static) jit argument; Partials pass through."""
-    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
 
 
 def _random_order(key: jax.Array, eligible: jax.Array) -> jax.Array:
@@ -83,9 +80,7 @@ def oadm_loss(
     chex.assert_rank(logits, 3)
     chex.assert_equal_shape([x0, masked, mask])
     chex.assert_shape(logits, x0.shape + (None,))
-    log_p = jax.nn.log_softmax(logits[..., :num_classes].astype(jnp.float32), axis=-1)
-    x0 = jnp.where(mask, x0, 0)
-    ce = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    ce = -token_log_probs(logits[..., :num_classes], jnp.where(mask, x0, 0))
     on = masked & mask
     num_masked = jnp.sum(on, axis=-1).astype(jnp.float32)
     length = jnp.sum(mask, axis=-1).astype(jnp.float32)
@@ -96,14 +91,14 @@ def oadm_loss(
 
 @functools.partial(jax.jit, static_argnames=("shape", "num_classes", "unroll"))
 def _oadm_sample_jit(
-    key, logits_fn, mask, cond, fixed_tokens, fixed_mask, temperature, shape, num_classes, unroll
+    key, logits_fn, mask, cond, known, known_mask, temperature, shape, num_classes, unroll
 ):
     batch, length = shape
     mask = jnp.ones(shape, bool) if mask is None else mask.astype(bool)
-    fixed = jnp.zeros(shape, bool) if fixed_mask is None else fixed_mask.astype(bool) & mask
-    fixed_tokens = jnp.zeros(shape, jnp.int32) if fixed_tokens is None else fixed_tokens
+    fixed = jnp.zeros(shape, bool) if known_mask is None else known_mask.astype(bool) & mask
+    known = jnp.zeros(shape, jnp.int32) if known is None else known
     to_fill = mask & ~fixed
-    x_init = jnp.where(fixed, fixed_tokens, jnp.where(mask, tokens.MASK, tokens.PAD))
+    x_init = jnp.where(fixed, known, jnp.where(mask, tokens.MASK, tokens.PAD))
     order_key, steps_key = jax.random.split(key)
     order = _random_order(order_key, to_fill)
     num_fill = jnp.sum(to_fill, axis=-1).astype(jnp.int32)
@@ -132,17 +127,18 @@ def oadm_sample(
     key: jax.Array,
     logits_fn: LogitsFn,
     shape: tuple[int, int],
+    *,
     mask: jax.Array | None = None,
     cond: Any = None,
-    fixed_tokens: jax.Array | None = None,
-    fixed_mask: jax.Array | None = None,
+    known: jax.Array | None = None,
+    known_mask: jax.Array | None = None,
     temperature: float = 1.0,
     num_classes: int = tokens.K_AA,
     unroll: int = 1,
 ) -> jax.Array:
     """Generate by unmasking one position per step in a uniformly random order.
 
-    Start from MASK at every residue except ``fixed_mask`` positions (which hold ``fixed_tokens`` and
+    Start from MASK at every residue except ``known_mask`` positions (which hold ``known`` and
     never change) and PAD at padding. Step i (one jitted ``lax.scan`` over L steps) calls the model on
     the current state with ``t = #still masked`` and sets the i-th position of the order to
     ``argmax(logits / temperature + g)`` (Gumbel-max over the first num_classes logits, computed as
@@ -153,19 +149,19 @@ def oadm_sample(
     shape = tuple(int(n) for n in shape)
     if len(shape) != 2:
         raise ValueError(f"shape must be (B, L), got {shape}")
-    if (fixed_tokens is None) != (fixed_mask is None):
-        raise ValueError("fixed_tokens and fixed_mask must be given together")
-    for array in (mask, fixed_tokens, fixed_mask):
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask must be given together")
+    for array in (mask, known, known_mask):
         if array is not None:
             chex.assert_shape(array, shape)
     temperature = jnp.asarray(temperature, jnp.float32)
     return _oadm_sample_jit(
         key,
-        _as_partial(logits_fn),
+        as_partial(logits_fn),
         mask,
         cond,
-        fixed_tokens,
-        fixed_mask,
+        known,
+        known_mask,
         temperature,
         shape,
         num_classes,
@@ -227,5 +223,5 @@ def oadm_log_likelihood(
     if num_orders < 1:
         raise ValueError(f"num_orders must be >= 1, got {num_orders}")
     return _oadm_log_likelihood_jit(
-        key, _as_partial(logits_fn), x0, mask.astype(bool), cond, int(num_orders), num_classes
+        key, as_partial(logits_fn), x0, mask.astype(bool), cond, int(num_orders), num_classes
     )

@@ -35,6 +35,7 @@ from jax.tree_util import Partial
 
 from protgen_jax.diffusion import Schedule, ddpm_sample, q_sample, variational_bound
 from protgen_jax.discrete import tokens as vocab
+from protgen_jax.vae import categorical_log_likelihood
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -104,10 +105,7 @@ def x0_denoiser(
 
 def _token_nll_sum(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """``-sum_l log softmax(logits_l)[w_l]`` over residues: [B, L, K], [B, L], [B, L] -> [B]."""
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    safe = jnp.where(mask, tokens, 0)
-    nll = -jnp.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(mask, nll, 0.0), axis=-1)
+    return -categorical_log_likelihood(logits, jnp.where(mask, tokens, 0), mask)
 
 
 def relax_loss(
@@ -179,9 +177,9 @@ def relax_nll_bound(
 
 
 @jax.jit
-def _round_output(x, embeddings, mask, fixed_tokens, fixed_mask):
+def _round_output(x, embeddings, mask, known, known_mask):
     out = round_to_tokens(x, embeddings)
-    out = jnp.where(fixed_mask, fixed_tokens, out)
+    out = jnp.where(known_mask, known, out)
     return jnp.where(mask, out, vocab.PAD).astype(jnp.int32)
 
 
@@ -189,12 +187,13 @@ def relax_sample(
     key: jax.Array,
     logits_fn: LogitsFn,
     schedule: Schedule,
-    embeddings: jax.Array,
     shape: tuple[int, int],
+    *,
+    embeddings: jax.Array,
     mask: jax.Array | None = None,
     cond: Any = None,
-    fixed_tokens: jax.Array | None = None,
-    fixed_mask: jax.Array | None = None,
+    known: jax.Array | None = None,
+    known_mask: jax.Array | None = None,
     clamp: bool = True,
     temperature: float = 1.0,
     variance: str = "posterior",
@@ -203,25 +202,25 @@ def relax_sample(
 
     ``z_{T-1} ~ N(0, I)``; each step uses :func:`x0_denoiser` (clamped if ``clamp``) as the x0-prediction
     of ``ddpm_sample``; the final ``z`` is rounded to the nearest token embedding. Inpainting: where
-    ``fixed_mask`` [B, L] is True the state is replaced by the noised embedding of ``fixed_tokens`` after
-    every step (``ddpm_sample``'s ``known``) and the output holds ``fixed_tokens``. Padding (``mask``
+    ``known_mask`` [B, L] is True the state is replaced by the noised embedding of ``known`` after
+    every step (as ``ddpm_sample`` does with its ``known``) and the output holds ``known``. Padding (``mask``
     False) is ``PAD``. ``shape = (B, L)`` is static.
     """
     batch, length = (int(n) for n in shape)
     embeddings = jnp.asarray(embeddings)
     mask = jnp.ones((batch, length), bool) if mask is None else mask.astype(bool)
     chex.assert_shape(mask, (batch, length))
-    if (fixed_tokens is None) != (fixed_mask is None):
-        raise ValueError("fixed_tokens and fixed_mask must be given together")
-    known = known_mask = None
-    if fixed_mask is None:
-        fixed_tokens = jnp.zeros((batch, length), jnp.int32)
-        fixed_mask = jnp.zeros((batch, length), bool)
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask must be given together")
+    known_x = known_x_mask = None
+    if known_mask is None:
+        known = jnp.zeros((batch, length), jnp.int32)
+        known_mask = jnp.zeros((batch, length), bool)
     else:
-        chex.assert_shape([fixed_tokens, fixed_mask], (batch, length))
-        fixed_mask = fixed_mask.astype(bool) & mask
-        known = embed(fixed_tokens, embeddings, fixed_mask)
-        known_mask = fixed_mask[..., None]
+        chex.assert_shape([known, known_mask], (batch, length))
+        known_mask = known_mask.astype(bool) & mask
+        known_x = embed(known, embeddings, known_mask)
+        known_x_mask = known_mask[..., None]
     denoise = x0_denoiser(logits_fn, embeddings, clamp=clamp, temperature=temperature)
     x = ddpm_sample(
         key,
@@ -232,7 +231,7 @@ def relax_sample(
         cond=cond,
         prediction="x0",
         variance=variance,
-        known=known,
-        known_mask=known_mask,
+        known=known_x,
+        known_mask=known_x_mask,
     )
-    return _round_output(x, embeddings, mask, fixed_tokens, fixed_mask)
+    return _round_output(x, embeddings, mask, known, known_mask)

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from scipy.special import erfinv
 
+from protgen_jax.vae import reparameterize_with_noise
+
 Dtype = jnp.dtype
 
 
@@ -299,5 +301,5 @@ class SequenceVAE(nn.Module):
         self, x: jax.Array, eps: jax.Array, sample_weights: bool = True, local: bool = False
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         mu, logvar = self.encode(x)
-        z = mu + jnp.exp(0.5 * logvar) * eps
+        z = reparameterize_with_noise(mu, logvar, eps)
         return self.decode(z, sample_weights, local), mu, logvar

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from protgen_jax.vae import reparameterize_with_noise
+
 Dtype = Any
 
 
@@ -90,7 +92,7 @@ class _Decoder(nn.Module):
 def _reparameterize(mu: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Array:
     """`z = mu + exp(0.5 * logvar) * eps`, all `[B, D]` float32."""
     chex.assert_equal_shape([mu, logvar, eps])
-    return mu + jnp.exp(0.5 * logvar) * eps.astype(jnp.float32)
+    return reparameterize_with_noise(mu, logvar, eps.astype(jnp.float32))
 
 
 class ProteinVAE(nn.Module):

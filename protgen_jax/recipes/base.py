@@ -48,17 +48,13 @@ from tqdm.auto import tqdm
 
 from protgen_jax import keys
 from protgen_jax.checkpoint import Checkpointer, save_json_atomic
-from protgen_jax.errors import DataError
+from protgen_jax.errors import DataError, TrainingError
 from protgen_jax.recipes.config import config_to_dict, load_config
 from protgen_jax.recipes.options import Option, resolve_options
 from protgen_jax.sharding import data_sharding, make_mesh, replicated
 from protgen_jax.train import TrainState, make_scan_train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (for example the loss became non-finite); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -200,13 +196,14 @@ def padded_map(
 
 
 def _device_count(config: TrainConfig, groups: list[BatchGroup]) -> int:
-    """How many local devices the batches are split over (see :class:`TrainConfig`)."""
-    available = jax.local_device_count()
+    """How many devices the batches are split over (see :class:`TrainConfig`): every process's
+    devices after ``jax.distributed.initialize()``, else this host's."""
+    available = jax.device_count()
     sizes = [g.batch_size for g in groups]
     if config.devices == 0:
         return max(d for d in range(1, available + 1) if all(s % d == 0 for s in sizes))
     if config.devices > available:
-        raise DataError(f"devices={config.devices} but only {available} local devices are visible")
+        raise DataError(f"devices={config.devices} but only {available} devices are visible")
     bad = [s for s in sizes if s % config.devices]
     if bad:
         raise DataError(

@@ -5,6 +5,10 @@
 math as ``logits_fn = jax.tree_util.Partial(module.apply, params)``, so new params reuse the compiled
 samplers. Tokens are ``[B, L]`` int32 (``protgen_jax.discrete.tokens``), masks ``[B, L]`` bool, family
 labels ``cond [B]`` int32 with ``num_families`` as the null class.
+
+Guidance ``s`` blends logits ``l_null + s (l_family - l_null)`` (``s = 1``: conditional, ``s = 0``:
+the null label alone, one network pass). Temperature ``tau`` divides the logits; ``tau = 0`` replaces
+them by ``0`` at ``argmax`` and ``-1e9`` elsewhere, so every draw from them is the argmax (greedy).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
+from protgen_jax import keys
 from protgen_jax.data.sequences import bucket_index
 from protgen_jax.diffusion import Schedule, classifier_free_guidance, get_schedule
 from protgen_jax.discrete import (
@@ -40,6 +45,7 @@ from protgen_jax.discrete import (
 from protgen_jax.discrete import tokens as vocab
 from protgen_jax.discrete.relax import relax_loss, relax_nll_bound, relax_sample, token_embeddings
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
+from protgen_jax.recipes.base import compute_dtype, padded_map
 
 _NEG_LOGIT = -1e9  # the MASK logit of absorbing D3PM: x0 is never MASK
 
@@ -53,6 +59,13 @@ def _append_mask_logit(logits_fn, x_t, t, mask, cond):
 
 def _tempered(logits_fn, inv_temperature, x_t, t, mask, cond):
     return logits_fn(x_t, t, mask, cond) * inv_temperature
+
+
+def _greedy(logits_fn, x_t, t, mask, cond):
+    """Temperature 0: logits ``0`` at ``argmax_k l_k`` and ``-1e9`` elsewhere (a one-hot softmax)."""
+    logits = logits_fn(x_t, t, mask, cond)
+    best = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=bool)
+    return jnp.where(best, 0.0, _NEG_LOGIT).astype(logits.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,40 +183,53 @@ class SeqDiffModel:
         shape: tuple[int, int],
         mask: jax.Array,
         cond: jax.Array,
-        fixed_tokens: jax.Array | None = None,
-        fixed_mask: jax.Array | None = None,
+        known: jax.Array | None = None,
+        known_mask: jax.Array | None = None,
         guidance: float = 1.0,
         temperature: float = 1.0,
     ) -> jax.Array:
         """Sample tokens ``[B, L]`` (PAD at padding) with the method's sampler (one jitted scan).
 
-        Guidance ``s != 1`` blends logits ``l_null + s (l_family - l_null)``; temperature divides the
-        logits (OADM: Gumbel scale, 0 = greedy; D3PM: x0 logits; relax: the x0 softmax).
+        ``guidance`` s: ``s = 0`` samples with the null label (the unconditional model, exactly),
+        ``s = 1`` with ``cond``, any other ``s`` blends ``l_null + s (l_cond - l_null)``.
+        ``temperature`` tau >= 0 divides the logits (OADM: Gumbel scale; D3PM: x0 logits; relax: the
+        x0 softmax); ``tau = 0`` is greedy (see the module docstring).
         """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         fn = self.logits_fn(params)
-        if guidance != 1.0:
+        if guidance == 0.0:
+            cond = jnp.full_like(cond, self.null_label)
+        elif guidance != 1.0:
             fn = classifier_free_guidance(fn, guidance, jnp.int32(self.null_label))
+        if temperature == 0.0:
+            fn, temperature = Partial(_greedy, fn), 1.0
         if self.method == "oadm":
             return oadm_sample(
-                key, fn, shape, mask, cond, fixed_tokens, fixed_mask, temperature=temperature
-            )
+                key, fn, shape, mask=mask, cond=cond, known=known, known_mask=known_mask,
+                temperature=temperature,
+            )  # fmt: skip
         if self.method == "d3pm":
             if temperature != 1.0:
-                fn = Partial(_tempered, fn, jnp.float32(1.0 / max(temperature, 1e-4)))
+                fn = Partial(_tempered, fn, jnp.float32(1.0 / temperature))
             return d3pm_sample(
-                key, fn, self.d3pm_schedule, shape, mask, cond, fixed_tokens, fixed_mask
-            )
+                key, fn, self.d3pm_schedule, shape, mask=mask, cond=cond, known=known,
+                known_mask=known_mask,
+            )  # fmt: skip
         return relax_sample(
-            key, fn, self.gauss_schedule, self.embeddings, shape, mask, cond, fixed_tokens,
-            fixed_mask, clamp=self.clamp, temperature=temperature,
+            key, fn, self.gauss_schedule, shape, embeddings=self.embeddings, mask=mask,
+            cond=cond, known=known, known_mask=known_mask, clamp=self.clamp,
+            temperature=temperature,
         )  # fmt: skip
 
 
 def build_model(config: Any, num_families: int) -> SeqDiffModel:
-    """The configured method and network (config: a ``SeqDiffConfig``)."""
+    """The configured method and network (config: a ``SeqDiffConfig``; compute dtype ``config.dtype``,
+    logits float32)."""
     module = SequenceDenoiser(
         num_layers=config.num_layers, num_heads=config.num_heads, model_dim=config.model_dim,
         mlp_ratio=config.mlp_ratio, dropout_rate=config.dropout, num_classes=num_families,
+        dtype=compute_dtype(config),
     )  # fmt: skip
     common = dict(
         method=config.method, module=module, num_families=num_families,
@@ -234,44 +260,45 @@ def generate_tokens(
     temperature: float,
     config: Any,
     fixed: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[np.ndarray]:
     """Generate one sequence per requested length (and label, -1 = unconditional) -> int32 arrays.
 
-    Requests are grouped by bucket (``config.buckets``) and run in batches of ``config.sample_batch``
-    (the last one padded by repetition), so each bucket compiles the sampler once. ``fixed`` gives per
-    request ``(tokens [L_i], keep [L_i] bool)`` for inpainting: kept positions are copied, the others
-    generated. Batch ``c`` of bucket ``b`` uses ``fold_in(key, b * 100003 + c)``.
+    Requests are grouped by bucket (``config.buckets``) and run through :func:`padded_map` in batches
+    of ``min(config.sample_batch, n_b)`` rows, so each bucket compiles the sampler once. ``fixed``
+    gives per request ``(tokens [L_i], keep [L_i] bool)`` for inpainting: kept positions are copied,
+    the others generated. Batch ``c`` of the bucket of length ``L_b`` uses
+    ``fold_in(named(key, f"bucket{L_b}"), c)``. ``progress`` None: a bar only on a terminal.
     """
     lengths = np.asarray(lengths, np.int64)
     labels = np.where(np.asarray(labels) < 0, model.null_label, labels).astype(np.int32)
     which = bucket_index(lengths, tuple(config.buckets))
     out: list[np.ndarray | None] = [None] * len(lengths)
-    bar = tqdm(total=len(lengths), desc="sample", disable=not progress, dynamic_ncols=True)
+    disable = None if progress is None else not progress
+    bar = tqdm(total=len(lengths), desc="sample", disable=disable, dynamic_ncols=True)
     for b in np.unique(which):
-        rows_all = np.flatnonzero(which == b)
-        width, size = int(config.buckets[b]), min(int(config.sample_batch), len(rows_all))
-        for chunk, start in enumerate(range(0, len(rows_all), size)):
-            real = rows_all[start : start + size]
-            rows = np.concatenate([real, np.repeat(real[-1:], size - len(real))])
-            mask = np.arange(width)[None, :] < lengths[rows][:, None]
-            fixed_tokens = fixed_mask = None
-            if fixed is not None:
-                fixed_tokens = np.zeros((size, width), np.int32)
-                fixed_mask = np.zeros((size, width), bool)
-                for j, r in enumerate(rows):
-                    seq, keep = fixed[r]
-                    fixed_tokens[j, : len(seq)] = np.where(keep, seq, 0)
-                    fixed_mask[j, : len(seq)] = keep
-                fixed_tokens, fixed_mask = jnp.asarray(fixed_tokens), jnp.asarray(fixed_mask)
-            toks = model.generate(
-                params, jax.random.fold_in(key, int(b) * 100003 + chunk), (size, width),
-                jnp.asarray(mask), jnp.asarray(labels[rows]), fixed_tokens, fixed_mask,
-                guidance, temperature,
+        rows = np.flatnonzero(which == b)
+        width, size = int(config.buckets[b]), min(int(config.sample_batch), len(rows))
+        bucket_key = keys.named(key, f"bucket{width}")
+        known = np.zeros((len(rows), width), np.int32)
+        known_mask = np.zeros((len(rows), width), bool)
+        if fixed is not None:
+            for j, r in enumerate(rows):
+                seq, keep = fixed[r]
+                known[j, : len(seq)] = np.where(keep, seq, 0)
+                known_mask[j, : len(seq)] = keep
+
+        def run(batch_lengths, batch_labels, tokens, keep, chunk, width=width, key=bucket_key):
+            mask = np.arange(width)[None, :] < batch_lengths[:, None]
+            given = (jnp.asarray(tokens), jnp.asarray(keep)) if fixed is not None else (None, None)
+            return model.generate(
+                params, jax.random.fold_in(key, int(chunk[0])), (len(mask), width),
+                jnp.asarray(mask), jnp.asarray(batch_labels), *given, guidance, temperature,
             )  # fmt: skip
-            toks = np.asarray(jax.device_get(toks))
-            for j, r in enumerate(real):
-                out[r] = toks[j, : lengths[r]].astype(np.int32)
-            bar.update(len(real))
+
+        chunks = np.arange(len(rows)) // size
+        toks = padded_map(run, (lengths[rows], labels[rows], known, known_mask, chunks), size, bar)
+        for j, r in enumerate(rows):
+            out[r] = toks[j, : lengths[r]].astype(np.int32)
     bar.close()
     return out

@@ -1,0 +1,406 @@
+"""Sampling, motif scaffolding and geometry evaluation of a trained backbone run.
+
+``protgen sample RUN --num N --length L --out DIR`` writes ``DIR/sample_0000.pdb`` ... (C-alpha only,
+one model each), with ``--trajectory`` also ``DIR/trajectories/sample_0000.pdb`` (about 50 models from
+noise to the sample), and ``DIR/summary.json``. All backbones of one call share one jitted ``lax.scan``
+per chunk of ``sample_batch`` (shorter lengths are masked padding, so mixed lengths compile once).
+
+Motif scaffolding (``--motif SPEC``, parsed and scored in :mod:`~protgen_jax.recipes.backbone.motif`)
+keeps given residues of a real chain fixed and generates the rest by replacement (``known`` /
+``known_mask`` of the samplers).
+
+``protgen evaluate RUN --out eval.json`` compares ``num`` samples (lengths uniform in
+[eval_min_length, eval_max_length]) and random-walk backbones of the same lengths with the natural
+held-out chains through ``geometry_report``, reports where the model lies between the two, the
+held-out variational bound in bits per coordinate, and writes plots beside the JSON.
+
+Randomness: every draw comes from the command's ``key`` split by name (``protgen_jax.keys.named``):
+``sample`` uses ``"backbones"``; ``evaluate`` uses ``"lengths"``, ``"backbones"``, ``"random_walks"``
+and ``"bound"``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import Partial
+from tqdm.auto import tqdm
+
+from protgen_jax import keys
+from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.data.structures import COORD_SCALE, load_chain, load_folder
+from protgen_jax.diffusion import ddim_sample, ddim_timesteps, ddpm_sample, variational_bound
+from protgen_jax.errors import DataError
+from protgen_jax.recipes.backbone.motif import Motif, motif_metrics, parse_motif
+from protgen_jax.recipes.backbone.recipe import (
+    DDIM_STEPS,
+    MAX_LENGTH,
+    MIN_LENGTH,
+    NOISE_SCALE_MAX,
+    SAMPLE_LENGTH,
+    BackboneConfig,
+    BackboneRecipe,
+    ChainSet,
+    make_schedule,
+)
+from protgen_jax.recipes.base import LoadedRun
+from protgen_jax.recipes.options import Option
+from protgen_jax.structure.geometry import (
+    geometry_report,
+    geometry_stats,
+    plot_geometry,
+    random_walk_backbone,
+)
+from protgen_jax.structure.noise import centred_denoise_fn, zero_com_noise
+from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
+
+TRAJECTORY_FRAMES = 50
+
+
+COMMANDS = {
+    "sample": (
+        Option("num", int, 8, "number of backbones", low=1, high=100_000),
+        Option("length", int, None, f"residues (default {SAMPLE_LENGTH})", MIN_LENGTH, MAX_LENGTH),
+        Option("motif", str, None, "motif spec FILE:CHAIN:START-END[@POS][;...]"),
+        Option("sampler", str, "ddpm", "reverse process", choices=("ddpm", "ddim")),
+        Option("steps", int, None, f"DDIM steps (default {DDIM_STEPS})", low=1),
+        Option(
+            "noise_scale",
+            float,
+            None,
+            "DDPM per-step noise scale (default: the run's)",
+            low=0.0,
+            high=NOISE_SCALE_MAX,
+        ),  # fmt: skip
+        Option("trajectory", bool, False, "also write multi-model trajectories"),
+    ),
+    "evaluate": (
+        Option("num", int, None, "samples (default: the run's eval_num)", low=1, high=100_000),
+        Option(
+            "noise_scale",
+            float,
+            None,
+            "DDPM per-step noise scale (default: the run's)",
+            low=0.0,
+            high=NOISE_SCALE_MAX,
+        ),  # fmt: skip
+        Option("data", str, None, "structure file or folder replacing the held-out split"),
+    ),
+}
+
+
+def _trajectory_stride(num_steps: int) -> int:
+    """The smallest divisor of ``num_steps`` giving at most TRAJECTORY_FRAMES frames."""
+    for stride in range(max(1, num_steps // TRAJECTORY_FRAMES), num_steps + 1):
+        if num_steps % stride == 0 and num_steps // stride <= TRAJECTORY_FRAMES:
+            return stride
+    return num_steps
+
+
+def _progress(opts: SimpleNamespace) -> bool:
+    """Progress bars unless the options carry ``quiet`` (no command option declares it today)."""
+    return not getattr(opts, "quiet", False)
+
+
+def generate(
+    key: jax.Array,
+    denoise_fn: Partial,
+    config: BackboneConfig,
+    schedule,
+    lengths: list[int],
+    *,
+    sampler: str = "ddpm",
+    ddim_steps: int = DDIM_STEPS,
+    noise_scale: float | None = None,
+    pad_to: int | None = None,
+    motif: Motif | None = None,
+    trajectory: bool = False,
+    progress: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Sample backbones of the given lengths; returns ([L_i, 3] Å arrays, [F, L_i, 3] trajectories).
+
+    Chunks of ``config.sample_batch`` share one compiled scan of shape [chunk, pad_to, 3] (default
+    ``pad_to`` = the longest length); residues past each length are masked padding; chunk ``c``
+    (starting at sample ``s``) uses ``fold_in(key, s)``. With a motif, every sample gets the motif
+    (centred, in model units) at ``motif.indices``. ``noise_scale`` (default
+    ``config.sample_noise_scale``) scales the per-step noise of the DDPM sampler.
+    """
+    if sampler not in ("ddpm", "ddim"):
+        raise DataError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+    length = int(pad_to or max(lengths))
+    chunk = min(config.sample_batch, len(lengths))
+    num_steps = (
+        schedule.num_steps
+        if sampler == "ddpm"
+        else len(ddim_timesteps(schedule.num_steps, ddim_steps))
+    )
+    stride = _trajectory_stride(num_steps) if trajectory else 0
+    fn = centred_denoise_fn(denoise_fn, schedule)
+    noise = Partial(zero_com_noise)
+    known = known_mask = None
+    if motif is not None:
+        placed = np.zeros((length, 3), np.float32)
+        placed[motif.indices] = (motif.coords - motif.coords.mean(axis=0)) / COORD_SCALE
+        where = np.zeros((length, 1), bool)
+        where[motif.indices] = True
+        known = jnp.broadcast_to(jnp.asarray(placed), (chunk, length, 3))
+        known_mask = jnp.broadcast_to(jnp.asarray(where), (chunk, length, 1))
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (chunk, length))
+    samples, trajectories = [], [] if trajectory else None
+    starts = range(0, len(lengths), chunk)
+    for start in tqdm(starts, desc=f"sampling ({sampler})", disable=not progress):
+        lens = list(lengths[start : start + chunk])
+        real = len(lens)
+        lens += [lens[-1]] * (chunk - real)  # keep the compiled shape for the last chunk
+        mask = jnp.asarray(np.arange(length)[None, :] < np.asarray(lens)[:, None])
+        kwargs = dict(
+            mask=mask,
+            cond=positions,
+            trajectory_stride=stride,
+            known=known,
+            known_mask=known_mask,
+            noise_transform=noise,
+            clip_x0=config.sample_clip or None,
+        )
+        step_key = jax.random.fold_in(key, start)
+        shape = (chunk, length, 3)
+        if sampler == "ddpm":
+            out = ddpm_sample(
+                step_key,
+                fn,
+                schedule,
+                shape,
+                variance=config.sample_variance,
+                noise_scale=config.sample_noise_scale if noise_scale is None else noise_scale,
+                **kwargs,
+            )
+        else:
+            out = ddim_sample(step_key, fn, schedule, shape, num_steps=ddim_steps, **kwargs)
+        x, traj = out if trajectory else (out, None)
+        x = np.asarray(jax.device_get(x), np.float64) * COORD_SCALE
+        traj = None if traj is None else np.asarray(jax.device_get(traj), np.float64) * COORD_SCALE
+        for i in range(real):
+            samples.append(x[i, : lens[i]].astype(np.float32))
+            if traj is not None:
+                trajectories.append(traj[:, i, : lens[i]].astype(np.float32))
+    return samples, trajectories
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON has no NaN / inf)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _noise_scale(opts: SimpleNamespace, config: BackboneConfig) -> float:
+    """``--noise-scale`` if given (bounds checked by its Option), else the run's ``sample_noise_scale``."""
+    return config.sample_noise_scale if opts.noise_scale is None else float(opts.noise_scale)
+
+
+def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
+    """Write ``num`` backbones of ``length`` residues as PDB files into the folder ``opts.out``.
+
+    Options (``RECIPE.commands["sample"]``): num, length (default ``SAMPLE_LENGTH``), out, sampler
+    ("ddpm" | "ddim"), steps (DDIM steps, default ``DDIM_STEPS``, at most T), noise_scale (DDPM
+    per-step noise; default the run's ``sample_noise_scale``), trajectory, motif (spec, see
+    :mod:`~protgen_jax.recipes.backbone.motif`).
+    """
+    config: BackboneConfig = run.config
+    length = SAMPLE_LENGTH if opts.length is None else opts.length
+    ddim_steps = DDIM_STEPS if opts.steps is None else opts.steps
+    schedule = make_schedule(config)
+    if opts.sampler == "ddim" and not 1 <= ddim_steps <= schedule.num_steps:
+        raise DataError(f"--steps must be in [1, {schedule.num_steps}], got {ddim_steps}")
+    motif = parse_motif(opts.motif, length) if opts.motif else None
+    noise_scale = _noise_scale(opts, config)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    samples, trajectories = generate(
+        keys.named(key, "backbones"),
+        Partial(run.model.apply, run.params),
+        config,
+        schedule,
+        [length] * opts.num,
+        sampler=opts.sampler,
+        ddim_steps=ddim_steps,
+        noise_scale=noise_scale,
+        motif=motif,
+        trajectory=opts.trajectory,
+        progress=_progress(opts),
+    )
+    seconds = time.perf_counter() - started
+    for i, x in enumerate(samples):
+        write_ca_pdb(out / f"sample_{i:04d}.pdb", x)
+    for i, frames in enumerate(trajectories or []):
+        write_trajectory_pdb(out / "trajectories" / f"sample_{i:04d}.pdb", frames)
+    summary = {
+        "out": str(out),
+        "num": opts.num,
+        "length": length,
+        "sampler": opts.sampler,
+        "noise_scale": noise_scale if opts.sampler == "ddpm" else None,
+        "steps": schedule.num_steps if opts.sampler == "ddpm" else ddim_steps,
+        "sampling_seconds": seconds,
+        "trajectories": bool(trajectories),
+        "geometry": geometry_report(samples)["samples"],
+    }
+    if motif is not None:
+        summary["motif"] = motif_metrics(samples, motif)
+    summary = json_ready(summary)
+    save_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def load_reference(
+    config: BackboneConfig, holdout: ChainSet, data: str | None, progress: bool = True
+) -> ChainSet:
+    """The natural chains to compare with: ``data`` (a structure file or folder, read with the run's
+    length limits and padded to ``max(config.buckets)``) or the run's saved holdout.
+
+    Raises:
+      DataError: fewer than two chains of different lengths (the Rg power law needs them).
+    """
+    if data:
+        path = Path(data)
+        if path.is_dir():
+            chains, _ = load_folder(path, None, config.min_length, config.max_length, progress)
+        else:
+            chains = [load_chain(path, None, config.min_length, config.max_length)]
+        reference = ChainSet.of(chains, max(config.buckets))
+    else:
+        reference = holdout
+    if len(set(reference.lengths.tolist())) < 2:
+        raise DataError(
+            f"{data or 'the holdout split'}: {len(reference)} reference chain(s); the geometry "
+            "report needs at least two of different lengths (for the Rg power law)"
+        )
+    return reference
+
+
+def _closed_gap(model: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """Per distance key: 1 - |d_model| / |d_floor| (1 = like the natural chains, 0 = like the floor)."""
+    out = {}
+    for key, value in model.items():
+        base = abs(floor[key])
+        out[key] = float(1.0 - abs(value) / base) if base > 0 else float("nan")
+    return out
+
+
+def heldout_bound(
+    key: jax.Array, denoise_fn: Partial, config: BackboneConfig, schedule, chains: ChainSet
+) -> dict[str, float]:
+    """Variational bound (``diffusion.variational_bound``, posterior variance) on chains, per bucket.
+
+    The chains of bucket ``b`` form one batch ``[n_b, b, 3]`` with key ``fold_in(key, b)``. Returns
+    the mean bits per coordinate (model units, Å / COORD_SCALE; a continuous density, so it can be
+    negative) weighted by the number of coordinates, and the mean nats per chain.
+    """
+    fn = centred_denoise_fn(denoise_fn, schedule)
+    bound = jax.jit(
+        lambda f, k, x0, mask, pos: variational_bound(k, f, schedule, x0, mask, pos).total
+    )
+    nats, dims = [], []
+    for bucket, rows in chains.by_bucket(config.buckets).items():
+        x0, mask, positions = chains.padded(rows, bucket)
+        total = bound(fn, jax.random.fold_in(key, bucket), x0, mask, positions)
+        nats.extend(np.asarray(total, np.float64).tolist())
+        dims.extend((3 * mask.sum(axis=1)).tolist())
+    nats_arr, dims_arr = np.asarray(nats), np.asarray(dims, np.float64)
+    return {
+        "bits_per_coordinate": float(nats_arr.sum() / dims_arr.sum() / np.log(2.0)),
+        "nats_per_chain": float(nats_arr.mean()),
+        "num_chains": len(nats),
+    }
+
+
+def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
+    """Geometry of samples and of random walks against natural chains; JSON + plots (module docstring).
+
+    Options (``RECIPE.commands["evaluate"]``): out (JSON path; plots and ``<stem>_samples/`` go
+    beside it), num (default ``config.eval_num``), data (a structure file or folder replacing the
+    held-out split), noise_scale (DDPM per-step noise; default the run's ``sample_noise_scale``).
+    """
+    config: BackboneConfig = run.config
+    out = Path(opts.out)
+    num = config.eval_num if opts.num is None else opts.num
+    progress = _progress(opts)
+    schedule = make_schedule(config)
+    started = time.perf_counter()
+    reference = load_reference(config, run.data.holdout, opts.data, progress)
+    lo, hi = config.eval_min_length, config.eval_max_length
+    lengths = keys.numpy_rng(keys.named(key, "lengths")).integers(lo, hi + 1, num).tolist()
+    denoise_fn = Partial(run.model.apply, run.params)
+    t0 = time.perf_counter()
+    noise_scale = _noise_scale(opts, config)
+    samples, _ = generate(
+        keys.named(key, "backbones"), denoise_fn, config, schedule, lengths, pad_to=hi,
+        noise_scale=noise_scale, progress=progress,
+    )  # fmt: skip
+    sampling_seconds = time.perf_counter() - t0
+    walk_rng = keys.numpy_rng(keys.named(key, "random_walks"))
+    walks = [random_walk_backbone(walk_rng, n) for n in lengths]
+    ref_stats = geometry_stats(reference.traces())
+    sample_stats, walk_stats = geometry_stats(samples), geometry_stats(walks)
+    model_report = geometry_report(sample_stats, ref_stats)
+    walk_report = geometry_report(walk_stats, ref_stats)
+    summary = model_report["samples"]
+    report: dict[str, Any] = {
+        "num_samples": num,
+        "sample_lengths": [lo, hi],
+        "sampler": f"ddpm T={schedule.num_steps}, noise scale {noise_scale}",
+        "reference": str(opts.data or "held-out split"),
+        "num_reference": len(reference),
+        "natural": model_report["reference"],
+        "model": summary,
+        "random_walk": walk_report["samples"],
+        "model_vs_natural": model_report["distances"],
+        "random_walk_vs_natural": walk_report["distances"],
+        "gap_closed": _closed_gap(model_report["distances"], walk_report["distances"]),
+        "targets": {
+            "bond_fraction>=0.9": summary["bond_fraction"] >= 0.9,
+            "clash_rate<0.05": summary["clash_rate"] < 0.05,
+            "helix_fraction>0": summary["helix_fraction"] > 0,
+            "strand_fraction>0": summary["strand_fraction"] > 0,
+        },
+        "sampling_seconds": sampling_seconds,
+    }
+    if config.eval_bound:
+        report["heldout_bound"] = heldout_bound(
+            keys.named(key, "bound"), denoise_fn, config, schedule, reference
+        )
+    stem = out.with_suffix("")
+    plot_geometry(sample_stats, ref_stats, Path(f"{stem}_geometry.png"))
+    plot_geometry(walk_stats, ref_stats, Path(f"{stem}_random_walk.png"))
+    for i, x in enumerate(samples[:16]):
+        write_ca_pdb(Path(f"{stem}_samples") / f"sample_{i:04d}.pdb", x)
+    report["seconds"] = time.perf_counter() - started
+    report = json_ready(report)
+    save_json_atomic(out, report)
+    return report
+
+
+class Backbone(BackboneRecipe):
+    """The C-alpha DDPM: training hooks (:class:`BackboneRecipe`) and the commands of this module."""
+
+    commands = COMMANDS
+
+    def sample(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
+        return sample(run, opts, key)
+
+    def evaluate(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
+        return evaluate(run, opts, key)
+
+
+RECIPE = Backbone()

@@ -1,0 +1,463 @@
+"""Backbone diffusion recipe: a C-alpha DDPM trained on real PDB chains (``protgen train backbone``).
+
+Pipeline: load every chain of a folder of PDB / mmCIF files (bad files are skipped and counted) -> a
+fixed ~10% holdout by name hash (``split_holdout``) -> centre each chain, divide by ``COORD_SCALE`` and
+pad it to the widest bucket (saved in the run's ``data.npz``) -> one batch group per length bucket
+(batch size ``batch_tokens // bucket``, rows drawn on the device) -> a random rotation per example ->
+eps-prediction loss with zero-centre-of-mass noise (masked MSE, one value per example) -> AdamW with
+warm-up and cosine decay, EMA; the shared skeleton (:mod:`protgen_jax.recipes.base`) runs the loop.
+
+Schedule: cosine with T = 1000 by default. For C-alpha coordinates at ``COORD_SCALE`` = 10 Å the local
+geometry (bonds of 3.8 Å, helix and strand turns) is destroyed once the noise std passes ~1 Å = 0.1
+model units; the cosine schedule spends ~5.6% of its steps below that level, the linear one ~2.7%, and
+the targets here (bond lengths within 0.2 Å) are decided in those steps.
+
+The denoiser is :class:`protgen_jax.nn.backbone.BackboneDenoiser` (SE(3)-equivariant transformer with
+pairwise-distance attention bias and relative chain positions). Chain positions come from the author
+residue numbers across chain breaks, so a gap in a natural chain reads as a gap, not as a bond.
+
+Sampling, motif scaffolding and evaluation are in :mod:`protgen_jax.recipes.backbone.commands`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.tree_util import Partial
+
+from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.data import resolve
+from protgen_jax.data.structures import COORD_SCALE, Chain, center, load_folder, split_holdout
+from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample
+from protgen_jax.diffusion.losses import noise_mse
+from protgen_jax.errors import DataError
+from protgen_jax.nn.backbone import BackboneDenoiser
+from protgen_jax.recipes.base import (
+    BatchGroup,
+    Recipe,
+    RunDir,
+    TrainConfig,
+    compute_dtype,
+)
+from protgen_jax.structure.frames import apply_rotation, random_rotation
+from protgen_jax.structure.noise import zero_com_noise
+
+FAMILY = "backbone"
+VALIDATION_TIMESTEPS = (0.01, 0.1, 0.5)
+"""Fractions of T at which the held-out eps-MSE is logged during training (fixed noise)."""
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+"""Bounds of ``protgen sample --length``."""
+SAMPLE_LENGTH = 100
+"""``protgen sample`` length when ``--length`` is not given."""
+DDIM_STEPS = 100
+"""``protgen sample --sampler ddim`` steps when ``--steps`` is not given."""
+NOISE_SCALE_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class BackboneConfig(TrainConfig):
+    """Defaults of ``protgen train backbone`` (override with ``--set key=value``)."""
+
+    data: str = ""  # folder of PDB/mmCIF files; "" = the registry dataset "structures" (pdb/)
+    chain: str = ""  # chain id to read from every file; "" = the first protein chain
+    min_length: int = 40
+    max_length: int = 256
+    holdout_fraction: float = 0.1
+    split_seed: int = 0
+    buckets: tuple[int, ...] = (64, 128, 192, 256)
+    batch_tokens: int = (
+        2048  # residues (incl. padding) per batch: batch size = batch_tokens // bucket
+    )
+    rotate: bool = True  # random rotation per example (the network is equivariant; kept as a check)
+    schedule: str = "cosine"  # "cosine" or "linear"
+    timesteps: int = 1000
+    num_layers: int = 4
+    num_heads: int = 4
+    model_dim: int = 64
+    mlp_ratio: float = 4.0
+    pair_dim: int = 16
+    num_rbf: int = 16
+    max_relative_position: int = 32
+    output_heads: int = 8
+    local_neighbours: int = 3
+    steps: int = 4000
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    time_limit_minutes: float = 27.0  # stop at the last checkpoint before this (0 = no limit)
+    steps_per_call: int = 5
+    sample_variance: str = "beta"  # DDPM reverse variance: "beta" or "posterior"
+    sample_noise_scale: float = 1.0  # scales sigma_t of each DDPM reverse step (< 1: reduced)
+    sample_clip: float = 10.0  # clip x0_hat to +-this (model units, 100 Å; a safety net), 0 = off
+    sample_batch: int = 64  # backbones per sampler call
+    eval_num: int = 64  # default number of samples for `protgen evaluate`
+    eval_min_length: int = 64
+    eval_max_length: int = 128
+    eval_bound: bool = True  # held-out variational bound (T network calls per bucket batch)
+
+
+def data_folder(config: BackboneConfig) -> Path:
+    """The configured structure folder, or the registry's ``structures/pdb``."""
+    return Path(config.data) if config.data else resolve("structures") / "pdb"
+
+
+def chain_positions(chain: Chain) -> np.ndarray:
+    """Chain positions p [L] int32: p_0 = 0, p_{i+1} = p_i + 1, or at a break (CA-CA > 4.2 Å)
+    p_i + max(2, r_{i+1} - r_i) with r the author residue numbers, so a gap is never read as a bond."""
+    steps = np.ones(max(chain.length - 1, 0), dtype=np.int64)
+    if len(chain.breaks):
+        jumps = np.diff(chain.residue_ids.astype(np.int64))[chain.breaks]
+        steps[chain.breaks] = np.maximum(2, jumps)
+    return np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)
+
+
+def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket >= length."""
+    return min(b for b in buckets if b >= length)
+
+
+def pad_examples(chains: list[Chain], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x0 [B, length, 3] centred / COORD_SCALE, mask [B, length], positions [B, length] int32)."""
+    x0 = np.zeros((len(chains), length, 3), np.float32)
+    mask = np.zeros((len(chains), length), bool)
+    positions = np.zeros((len(chains), length), np.int32)
+    for i, chain in enumerate(chains):
+        x0[i, : chain.length] = center(chain.ca) / COORD_SCALE
+        mask[i, : chain.length] = True
+        positions[i, : chain.length] = chain_positions(chain)
+    return x0, mask, positions
+
+
+@dataclass(frozen=True)
+class ChainSet:
+    """Chains padded to one width W: what a run keeps of its structures (no source file is re-read).
+
+    ``names`` [N] str; ``x0`` [N, W, 3] float32, each chain centred and divided by ``COORD_SCALE``;
+    ``mask`` [N, W] bool; ``positions`` [N, W] int32 (:func:`chain_positions`, 0 on padding).
+    """
+
+    names: np.ndarray
+    x0: np.ndarray
+    mask: np.ndarray
+    positions: np.ndarray
+
+    FIELDS = ("names", "x0", "mask", "positions")
+
+    @classmethod
+    def of(cls, chains: list[Chain], width: int) -> ChainSet:
+        """``chains`` padded to ``width`` (:func:`pad_examples`)."""
+        x0, mask, positions = pad_examples(chains, width)
+        return cls(np.array([c.name for c in chains], dtype=str), x0, mask, positions)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[N] residues per chain."""
+        return self.mask.sum(axis=1).astype(np.int64)
+
+    def padded(self, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x0, mask, positions) of ``rows``, cut to ``width`` (>= their longest length)."""
+        return self.x0[rows, :width], self.mask[rows, :width], self.positions[rows, :width]
+
+    def by_bucket(self, buckets: tuple[int, ...]) -> dict[int, np.ndarray]:
+        """``{bucket: row indices}`` in row order, for the buckets that hold a chain."""
+        found: dict[int, list[int]] = {}
+        for row, length in enumerate(self.lengths):
+            found.setdefault(bucket_for(int(length), buckets), []).append(row)
+        return {b: np.asarray(rows, np.int64) for b, rows in sorted(found.items())}
+
+    def traces(self) -> list[SimpleNamespace]:
+        """Per chain ``.ca`` [L, 3] in Å (centred) and ``.breaks`` (where ``p_{i+1} - p_i > 1``):
+        the backbones ``structure.geometry`` measures."""
+        out = []
+        for x0, length, pos in zip(self.x0, self.lengths, self.positions, strict=True):
+            breaks = np.flatnonzero(np.diff(pos[:length]) > 1)
+            out.append(SimpleNamespace(ca=x0[:length] * COORD_SCALE, breaks=breaks))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class BackboneData(NamedTuple):
+    """The chains a run trains and validates on, and the files it skipped (``(file, reason)``)."""
+
+    train: ChainSet
+    holdout: ChainSet
+    skipped: list[tuple[str, str]]
+    folder: str
+
+
+def load_structures(config: BackboneConfig, progress: bool = True) -> BackboneData:
+    """Load the configured folder, split it (fixed by chain names and ``split_seed``) and pad every
+    chain to ``max(config.buckets)``.
+
+    Raises:
+      DataError: no usable chain, or too few to hold any out.
+    """
+    folder = data_folder(config)
+    chains, skipped = load_folder(
+        folder, config.chain or None, config.min_length, config.max_length, progress=progress
+    )
+    if len(chains) < 2:
+        raise DataError(f"{folder}: {len(chains)} usable chains (need >= 2); skipped {skipped[:3]}")
+    train, holdout = split_holdout(chains, config.holdout_fraction, config.split_seed)
+    if not train:
+        raise DataError(f"{folder}: every chain fell in the holdout; lower holdout_fraction")
+    width = max(config.buckets)
+    return BackboneData(
+        ChainSet.of(train, width), ChainSet.of(holdout, width), list(skipped), str(folder)
+    )
+
+
+def make_schedule(config: BackboneConfig) -> Schedule:
+    """The configured noise schedule with ``config.timesteps`` steps."""
+    if config.timesteps < 2:
+        raise DataError(f"timesteps must be >= 2, got {config.timesteps}")
+    try:
+        return get_schedule(config.schedule, config.timesteps)
+    except ValueError as err:
+        raise DataError(str(err)) from err
+
+
+def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Schedule):
+    """``loss_fn(params, batch, key) -> (mean eps-MSE, {})``.
+
+    Per example: a uniform random rotation (``config.rotate``), then ``diffusion_loss`` with
+    ``t ~ U{0..T-1}``, zero-centre-of-mass noise and the masked MSE; the batch mean is the loss.
+    """
+    noise_fn = Partial(zero_com_noise)
+
+    def loss_fn(params, batch, key):
+        rot_key, loss_key = jax.random.split(key)
+        x0 = batch["x0"]
+        if config.rotate:
+            x0 = apply_rotation(random_rotation(rot_key, x0.shape[0]), x0)
+        losses = diffusion_loss(
+            loss_key,
+            Partial(model.apply, params),
+            schedule,
+            x0,
+            batch["mask"],
+            batch["positions"],
+            prediction="eps",
+            noise_transform=noise_fn,
+        )
+        return jnp.mean(losses), {}
+
+    return loss_fn
+
+
+def make_draw(batch_size: int):
+    """``draw(arrays, key, step) -> batch``: ``batch_size`` rows of the bucket's arrays, uniform with
+    replacement (``jax.random.randint``), the same for every leaf."""
+
+    def draw(arrays, key, step):
+        del step
+        num = arrays["x0"].shape[0]
+        rows = jax.random.randint(key, (batch_size,), 0, num)
+        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), arrays)
+
+    return draw
+
+
+def _example_inputs(length: int = 8) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return jnp.zeros((1, length, 3)), jnp.zeros((1,), jnp.int32), jnp.ones((1, length), bool)
+
+
+def _validation_steps(schedule: Schedule) -> list[int]:
+    return sorted({int(f * (schedule.num_steps - 1)) for f in VALIDATION_TIMESTEPS})
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+class BackboneRecipe(Recipe):
+    """``protgen train backbone``: the training hooks (commands: :mod:`.commands`)."""
+
+    family = FAMILY
+    models = (FAMILY,)
+    config_type = BackboneConfig
+    data_file = "data.npz"
+    curve_keys = ("loss", "grad_norm")
+
+    # ------------------------------------------------------------------ config and data
+    def validate(self, config: BackboneConfig) -> None:
+        make_schedule(config)
+        if not config.buckets or min(config.buckets) < 1:
+            raise DataError(f"buckets must be positive lengths, got {config.buckets}")
+        if max(config.buckets) < config.max_length:
+            raise DataError(
+                f"buckets {config.buckets} do not cover max_length={config.max_length}; "
+                "add a bucket or lower max_length"
+            )
+        if not 1 <= config.min_length <= config.max_length:
+            raise DataError(
+                f"need 1 <= min_length <= max_length, got {config.min_length}, {config.max_length}"
+            )
+        if not 0.0 <= config.holdout_fraction <= 1.0:
+            raise DataError(f"holdout_fraction must lie in [0, 1], got {config.holdout_fraction}")
+        for name in ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"):
+            if getattr(config, name) < 1:
+                raise DataError(f"{name} must be >= 1, got {getattr(config, name)}")
+        if config.eval_max_length < config.eval_min_length:
+            raise DataError(
+                f"eval_max_length={config.eval_max_length} < eval_min_length="
+                f"{config.eval_min_length}"
+            )
+        if config.sample_variance not in ("beta", "posterior"):
+            raise DataError(
+                f"sample_variance must be 'beta' or 'posterior', got {config.sample_variance!r}"
+            )
+        if not 0.0 <= config.sample_noise_scale <= NOISE_SCALE_MAX:
+            raise DataError(
+                f"sample_noise_scale must be in [0, {NOISE_SCALE_MAX:g}], got "
+                f"{config.sample_noise_scale}"
+            )
+
+    def prepare(self, config: BackboneConfig, progress: bool) -> BackboneData:
+        return load_structures(config, progress)
+
+    def save_data(self, run: RunDir, data: BackboneData) -> None:
+        arrays = {f"{split}_{field}": getattr(getattr(data, split), field)
+                  for split in ("train", "holdout") for field in ChainSet.FIELDS}  # fmt: skip
+        skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
+        _atomic_savez(run.file(self.data_file), **arrays, skipped=skipped, folder=data.folder)
+
+    def load_data(self, run: RunDir) -> BackboneData:
+        path = run.file(self.data_file)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                sets = {
+                    split: ChainSet(*(np.asarray(npz[f"{split}_{f}"]) for f in ChainSet.FIELDS))
+                    for split in ("train", "holdout")
+                }
+                skipped = [(str(f), str(r)) for f, r in npz["skipped"]]
+                folder = str(npz["folder"])
+        except (OSError, KeyError, ValueError) as err:
+            raise DataError(f"{path}: unreadable run data ({err})") from err
+        return BackboneData(sets["train"], sets["holdout"], skipped, folder)
+
+    def describe_data(self, config: BackboneConfig, data: BackboneData) -> dict[str, Any]:
+        return {
+            "num_train": len(data.train),
+            "num_holdout": len(data.holdout),
+            "num_skipped": len(data.skipped),
+        }
+
+    def extra_run_files(self, run: RunDir, config: BackboneConfig, data: BackboneData) -> None:
+        """``data.json``: the source folder, the split and the skipped files."""
+        save_json_atomic(
+            run.file("data.json"),
+            {
+                "folder": data.folder,
+                "train": data.train.names.tolist(),
+                "holdout": data.holdout.names.tolist(),
+                "skipped": [{"file": f, "reason": r} for f, r in data.skipped],
+            },
+        )
+
+    def curve_names(self, config: BackboneConfig) -> tuple[str, ...]:
+        steps = _validation_steps(make_schedule(config))
+        return (*self.curve_keys, *(f"val_mse_t{t}" for t in steps))
+
+    # ------------------------------------------------------------------ model and training
+    def build_model(self, config: BackboneConfig, data: Any) -> BackboneDenoiser:
+        return BackboneDenoiser(
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            model_dim=config.model_dim,
+            mlp_ratio=config.mlp_ratio,
+            pair_dim=config.pair_dim,
+            num_rbf=config.num_rbf,
+            max_relative_position=config.max_relative_position,
+            output_heads=config.output_heads,
+            local_neighbours=config.local_neighbours,
+            schedule=config.schedule,
+            timesteps=config.timesteps,
+            coord_scale=COORD_SCALE,
+            dtype=compute_dtype(config),
+        )
+
+    def init_params(self, model: BackboneDenoiser, config, data, key: jax.Array) -> Any:
+        return model.init(key, *_example_inputs())
+
+    def optimizer(self, config: BackboneConfig) -> optax.GradientTransformation:
+        """AdamW after global-norm clipping; the learning rate warms up linearly over
+        ``warmup_steps`` and decays by a cosine to ``0.05 * learning_rate`` at ``steps``."""
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0,
+            config.learning_rate,
+            max(1, min(config.warmup_steps, config.steps - 1)),
+            max(config.steps, 2),
+            end_value=0.05 * config.learning_rate,
+        )
+        return optax.chain(
+            optax.clip_by_global_norm(config.grad_clip),
+            optax.adamw(lr, weight_decay=config.weight_decay),
+        )
+
+    def loss_fn(self, model: BackboneDenoiser, config: BackboneConfig, data: Any):
+        return make_loss_fn(config, model, make_schedule(config))
+
+    def batches(self, config: BackboneConfig, data: BackboneData) -> list[BatchGroup]:
+        """One group per length bucket that holds a training chain: ``arrays`` = that bucket's
+        padded ``x0 [n_b, b, 3]``, ``mask [n_b, b]``, ``positions [n_b, b]``; a batch is
+        ``batch_tokens // b`` rows drawn uniformly with replacement; weight ``n_b``."""
+        groups = []
+        for bucket, rows in data.train.by_bucket(config.buckets).items():
+            x0, mask, positions = data.train.padded(rows, bucket)
+            size = max(1, config.batch_tokens // bucket)
+            groups.append(
+                BatchGroup(
+                    arrays={"x0": x0, "mask": mask, "positions": positions},
+                    draw=make_draw(size),
+                    batch_size=size,
+                    weight=float(len(rows)),
+                    name=f"L{bucket}",
+                )
+            )
+        return groups
+
+    def make_eval(self, model: BackboneDenoiser, config: BackboneConfig, data, key: jax.Array):
+        """Held-out eps-MSE at the fixed timesteps ``VALIDATION_TIMESTEPS * (T - 1)``, with one
+        fixed zero-COM noise ``eps ~ N(0, I)`` [N_holdout, W, 3] drawn from ``key``:
+        ``val_mse_t{t} = mean_n ||eps_hat(q_sample(x0, t, eps), t) - eps||^2_mask``."""
+        holdout = data.holdout
+        if not len(holdout):
+            return None
+        schedule = make_schedule(config)
+        rows = np.arange(len(holdout))
+        width = bucket_for(int(holdout.lengths.max()), config.buckets)
+        x0, mask, positions = (jnp.asarray(a) for a in holdout.padded(rows, width))
+        noise = zero_com_noise(jax.random.normal(key, x0.shape), mask)
+        steps = _validation_steps(schedule)
+
+        @jax.jit
+        def mse(params, t):
+            tb = jnp.full((x0.shape[0],), t)
+            x_t = q_sample(schedule, x0, tb, noise)
+            return jnp.mean(noise_mse(model.apply(params, x_t, tb, mask, positions), noise, mask))
+
+        def eval_fn(params, step):
+            del step
+            return {f"val_mse_t{t}": float(mse(params, t)) for t in steps}
+
+        return eval_fn

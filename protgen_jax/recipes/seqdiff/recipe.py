@@ -1,0 +1,327 @@
+"""The sequence-diffusion recipe on the shared skeleton: config, data, device-side batches, training.
+
+OADM (EvoDiff-OA), D3PM (uniform / absorbing) and the continuous relaxation train on unaligned protein
+domains with family labels; one :class:`SeqDiffRecipe` serves the three (``config.method``).
+
+Batches (:meth:`SeqDiffRecipe.batches`): the training sequences, cropped to ``max_len`` ``M``, fall
+in the smallest bucket length ``L_b >= min(len, M)``; bucket ``b`` (``n_b`` members) is one
+:class:`~protgen_jax.recipes.base.BatchGroup` with batch size ``B_b = tokens_per_batch // L_b`` and
+weight ``n_b / B_b`` (every sequence equally likely per step whatever its length). A draw takes
+``B_b`` members with replacement, a uniform window of ``M`` residues of a longer sequence
+(``start ~ U{0, ..., len - M}``), pads to ``L_b`` (``mask [B_b, L_b]``) and replaces the family label
+by the null label ``F`` (``num_families``) with probability ``cfg_drop`` or when it is unknown (< 0).
+
+Run folder: ``config.json``, ``run.json``, ``data.npz`` (tokens, labels, split), ``checkpoints/``,
+``metrics.jsonl``, ``curves.png``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from protgen_jax import keys
+from protgen_jax.data import resolve
+from protgen_jax.data.sequences import (
+    SequenceSet,
+    bucket_index,
+    holdout_mask,
+    load_sequence_set,
+    read_sequences,
+    save_sequence_set,
+)
+from protgen_jax.discrete import tokens as vocab
+from protgen_jax.errors import DataError
+from protgen_jax.recipes.base import BatchGroup, Recipe, RunDir, TrainConfig
+from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model
+from protgen_jax.train import make_eval_step
+
+METHODS = ("oadm", "d3pm", "relax")
+
+
+@dataclass(frozen=True)
+class SeqDiffConfig(TrainConfig):
+    """Defaults of ``protgen train oadm|d3pm|relax`` (override with ``--set key=value``)."""
+
+    data: str = ""  # FASTA with FAMILY|id headers; "" = the registry's domain sequences
+    steps: int = 2000
+    ema_decay: float = 0.999
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    time_limit_minutes: float = 30.0  # wall budget per call, whole segments only; 0 = none
+    steps_per_call: int = 5
+    method: str = "oadm"  # oadm | d3pm | relax
+    transition: str = "absorbing"  # d3pm: uniform | absorbing
+    num_timesteps: int = 100  # T of d3pm and relax
+    hybrid_lambda: float = 0.01  # d3pm: weight of the x0 cross-entropy
+    noise_schedule: str = "cosine"  # relax: foundation Gaussian schedule (cosine | linear)
+    embed_dim: int = 32  # relax: width of the fixed token embeddings
+    mse_weight: float = 1.0  # relax: weight of the x0 regression next to the cross-entropy
+    clamp: bool = True  # relax: clamp x0 to the nearest token embedding while sampling
+    max_len: int = 256  # longer sequences: random windows in training, chunks in evaluation
+    buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256)  # padded lengths; the last is max_len
+    tokens_per_batch: int = 4096  # batch size of a bucket = tokens_per_batch // its length
+    holdout_fraction: float = 0.05  # hash-based validation split (sequences.holdout_mask)
+    num_layers: int = 4
+    num_heads: int = 4
+    model_dim: int = 128
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    cfg_drop: float = 0.1  # probability of training with the null family label
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_batches: int = 8  # fixed validation minibatches for the in-training loss
+    sample_batch: int = 128  # sequences per sampler call
+    eval_sequences: int = 192  # held-out sequences for the perplexity estimate (0 = all)
+    eval_orders: int = 1  # oadm: random orders per sequence in the likelihood estimate
+    inpaint_sequences: int = 48  # held-out sequences per inpainting setting
+    cond_families: int = 8  # largest families used for the conditional-sample check
+    cond_samples: int = 8  # samples per family and guidance scale
+    eval_guidance: tuple[float, ...] = (1.0, 2.0)
+
+
+def default_data() -> Path:
+    """The registry's domain sequences (``sequences/family_domains_train.fasta``)."""
+    return resolve("sequences", "family_domains_train.fasta")
+
+
+class PreparedData(NamedTuple):
+    """The sequences a run trains on, with the fixed split (``holdout [N]`` bool)."""
+
+    sequences: SequenceSet
+    holdout: np.ndarray
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """The label vocabulary (label ``k`` is ``family_names[k]``; ``len`` is the null label)."""
+        return self.sequences.family_names
+
+    @property
+    def train(self) -> SequenceSet:
+        """The training sequences (``holdout`` False)."""
+        return self.sequences.subset(np.flatnonzero(~self.holdout))
+
+    @property
+    def validation(self) -> SequenceSet:
+        """The held-out sequences (``holdout`` True)."""
+        return self.sequences.subset(np.flatnonzero(self.holdout))
+
+
+def draw_bucket(
+    arrays: dict[str, jax.Array],
+    key: jax.Array,
+    step: jax.Array,
+    *,
+    batch_size: int,
+    length: int,
+    max_len: int,
+    cfg_drop: float,
+    null_label: int,
+) -> dict[str, jax.Array]:
+    """One batch of a bucket, on the device (pure, static shapes).
+
+    ``arrays``: ``tokens [n, W]`` (PAD after each end, ``W >= length``), ``lengths [n]``,
+    ``labels [n]``. With ``B = batch_size`` rows ``r ~ U{0..n-1}`` (with replacement), crop start
+    ``s ~ U{0..max(len_r - max_len, 0)}`` and ``l = min(len_r, max_len)``:
+
+        tokens[i, j] = arrays.tokens[r_i, s_i + j]   for j < l_i, PAD after     [B, length] int32
+        mask[i, j]   = j < l_i                                                  [B, length] bool
+        cond[i]      = null_label if labels[r_i] < 0 or u_i < cfg_drop else labels[r_i]   [B] int32
+    """
+    del step
+    n, width = arrays["tokens"].shape
+    rows = jax.random.randint(keys.named(key, "rows"), (batch_size,), 0, n)
+    full = arrays["lengths"][rows]
+    start = jax.random.randint(
+        keys.named(key, "crop"), (batch_size,), 0, jnp.maximum(full - max_len, 0) + 1
+    )
+    kept = jnp.minimum(full, max_len)
+    positions = jnp.arange(length)[None, :]
+    columns = jnp.minimum(start[:, None] + positions, width - 1)
+    gathered = arrays["tokens"][rows[:, None], columns].astype(jnp.int32)
+    mask = positions < kept[:, None]
+    labels = arrays["labels"][rows]
+    drop = jax.random.uniform(keys.named(key, "drop"), (batch_size,)) < cfg_drop
+    cond = jnp.where((labels < 0) | drop, null_label, labels).astype(jnp.int32)
+    return {"tokens": jnp.where(mask, gathered, vocab.PAD), "mask": mask, "cond": cond}
+
+
+def bucket_groups(
+    data: SequenceSet, config: SeqDiffConfig, null_label: int, cfg_drop: float
+) -> list[BatchGroup]:
+    """One :class:`BatchGroup` per non-empty bucket of ``data`` (see the module docstring)."""
+    if len(data) == 0:
+        raise DataError("no sequences to batch")
+    buckets = tuple(config.buckets)
+    lengths = data.lengths
+    which = bucket_index(np.minimum(lengths, config.max_len), buckets)
+    groups = []
+    for b, length in enumerate(buckets):
+        members = np.flatnonzero(which == b)
+        if len(members) == 0:
+            continue
+        width = max(int(length), int(lengths[members].max()))
+        tokens = np.full((len(members), width), vocab.PAD, np.int8)
+        for row, index in enumerate(members):
+            tokens[row, : lengths[index]] = data.tokens[
+                data.offsets[index] : data.offsets[index + 1]
+            ]
+        batch_size = max(1, config.tokens_per_batch // int(length))
+        arrays = {
+            "tokens": tokens,
+            "lengths": lengths[members].astype(np.int32),
+            "labels": data.labels[members].astype(np.int32),
+        }
+        draw = functools.partial(
+            draw_bucket, batch_size=batch_size, length=int(length), max_len=config.max_len,
+            cfg_drop=float(cfg_drop), null_label=int(null_label),
+        )  # fmt: skip
+        groups.append(BatchGroup(arrays, draw, batch_size, len(members) / batch_size, f"L{length}"))
+    return groups
+
+
+class SeqDiffRecipe(Recipe):
+    """OADM, D3PM and the continuous relaxation (``config.method``) on one ``SequenceDenoiser``:
+    the training hooks (commands: :mod:`.commands`)."""
+
+    family = "seqdiff"
+    models = METHODS
+    config_type = SeqDiffConfig
+    data_file = "data.npz"
+    curve_keys = ("loss", "bound_per_token", "val_loss", "val_bound_per_token", "grad_norm")
+
+    def make_config(self, model: str) -> SeqDiffConfig:
+        """Default config for ``protgen train MODEL`` (MODEL in oadm, d3pm, relax)."""
+        if model not in METHODS:
+            raise DataError(f"unknown sequence-diffusion model {model!r}; choose one of {METHODS}")
+        return SeqDiffConfig(method=model)
+
+    def model_name(self, config: SeqDiffConfig) -> str:
+        return config.method
+
+    def validate(self, config: SeqDiffConfig) -> None:
+        """Host-side checks of the family keys (DataError naming the bad field)."""
+        if config.method not in METHODS:
+            raise DataError(f"method must be one of {METHODS}, got {config.method!r}")
+        if config.transition not in ("uniform", "absorbing"):
+            raise DataError(
+                f"transition must be 'uniform' or 'absorbing', got {config.transition!r}"
+            )
+        if config.noise_schedule not in ("cosine", "linear"):
+            raise DataError(
+                f"noise_schedule must be 'cosine' or 'linear', got {config.noise_schedule!r}"
+            )
+        buckets = tuple(config.buckets)
+        if not buckets or list(buckets) != sorted(set(buckets)) or buckets[-1] != config.max_len:
+            raise DataError(
+                f"buckets {buckets} must increase strictly and end at max_len {config.max_len}"
+            )
+        if config.tokens_per_batch < buckets[-1]:
+            raise DataError(
+                f"tokens_per_batch {config.tokens_per_batch} must be >= max_len {config.max_len}"
+            )
+        if not 0.0 <= config.cfg_drop < 1.0:
+            raise DataError(f"cfg_drop must lie in [0, 1), got {config.cfg_drop}")
+        if config.num_timesteps < 2:
+            raise DataError(f"num_timesteps must be >= 2, got {config.num_timesteps}")
+        if config.eval_batches < 1 or config.sample_batch < 1:
+            raise DataError("eval_batches and sample_batch must be >= 1")
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, config: SeqDiffConfig, progress: bool) -> PreparedData:
+        """Read the FASTA (letter rule of ``data.sequences``) and apply the hash split."""
+        path = Path(config.data) if config.data else default_data()
+        data = read_sequences(path)
+        holdout = holdout_mask(data.ids, config.holdout_fraction)
+        if holdout.all() or len(data) < 2:
+            raise DataError(
+                f"{path}: too few sequences ({len(data)}) for a training/validation split"
+            )
+        return PreparedData(data, holdout)
+
+    def save_data(self, run: RunDir, data: PreparedData) -> None:
+        """The run's sequences and split in ``data.npz`` (sampling and evaluation read only that)."""
+        save_sequence_set(run.file(self.data_file), data.sequences, holdout=data.holdout)
+
+    def load_data(self, run: RunDir) -> PreparedData:
+        path = run.file(self.data_file)
+        if not path.exists():
+            raise DataError(f"{run.path}: not a sequence-diffusion run folder (no data.npz)")
+        sequences, extra = load_sequence_set(path)
+        return PreparedData(sequences, extra["holdout"])
+
+    def describe_data(self, config: SeqDiffConfig, data: PreparedData) -> dict[str, Any]:
+        model = self.build_model(config, data)
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+        return {
+            "method": config.method,
+            "transition": config.transition if config.method == "d3pm" else None,
+            "num_train": int((~data.holdout).sum()),
+            "num_validation": int(data.holdout.sum()),
+            "num_families": len(data.family_names),
+            "num_skipped_ambiguous": data.sequences.num_skipped,
+            "num_params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(shapes))),
+        }
+
+    # ------------------------------------------------------------------ model and training
+    def build_model(self, config: SeqDiffConfig, data: PreparedData) -> SeqDiffModel:
+        return build_model(config, len(data.family_names))
+
+    def init_params(self, model: SeqDiffModel, config, data, key: jax.Array) -> Any:
+        return model.init(key)
+
+    def optimizer(self, config: SeqDiffConfig) -> optax.GradientTransformation:
+        """AdamW (clipped), linear warm-up then cosine decay to 10% of the peak at ``steps``."""
+        warmup = min(config.warmup_steps, config.steps - 1)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, warmup, max(config.steps, warmup + 1),
+            end_value=0.1 * config.learning_rate,
+        )  # fmt: skip
+        return optax.chain(
+            optax.clip_by_global_norm(config.grad_clip),
+            optax.adamw(schedule, weight_decay=config.weight_decay),
+        )
+
+    def loss_fn(self, model: SeqDiffModel, config, data) -> Any:
+        return model.loss_fn(train=True)
+
+    def batches(self, config: SeqDiffConfig, data: PreparedData) -> list[BatchGroup]:
+        return bucket_groups(data.train, config, len(data.family_names), config.cfg_drop)
+
+    def make_eval(self, model: SeqDiffModel, config, data: PreparedData, key: jax.Array):
+        """Mean loss and aux of ``eval_batches`` fixed validation batches (no label drop).
+
+        Batch ``i``: bucket ``b_i`` drawn with the training weights from
+        ``numpy_rng(named(key, "buckets"))``, rows from ``fold_in(named(key, "batch"), i)``, loss
+        randomness from ``fold_in(named(key, "loss"), i)``; all fixed at the start of the run.
+        """
+        groups = bucket_groups(data.validation, config, model.null_label, 0.0)
+        weights = np.array([g.weight for g in groups])
+        picks = keys.numpy_rng(keys.named(key, "buckets")).choice(
+            len(groups), size=config.eval_batches, p=weights / weights.sum()
+        )
+        batch_key, loss_key = keys.named(key, "batch"), keys.named(key, "loss")
+        arrays = [jax.tree.map(jnp.asarray, g.arrays) for g in groups]
+        batches = [
+            groups[g].draw(arrays[g], jax.random.fold_in(batch_key, i), jnp.int32(0))
+            for i, g in enumerate(picks)
+        ]
+        eval_step = make_eval_step(model.loss_fn(train=False))
+
+        def eval_fn(params: Any, step: int) -> dict[str, float]:
+            outs = [
+                jax.device_get(eval_step(params, b, jax.random.fold_in(loss_key, i)))
+                for i, b in enumerate(batches)
+            ]
+            return {f"val_{k}": float(np.mean([o[k] for o in outs])) for k in outs[0]}
+
+        return eval_fn
