@@ -296,3 +296,25 @@ def test_padded_map_pads_the_last_batch_and_compiles_once():
     out = padded_map(fn, (np.arange(10),), 4)
     np.testing.assert_array_equal(out, np.arange(10) * 2)
     assert calls == [(4,), (4,), (4,)]
+
+
+def test_help_lists_each_familys_options_and_shared_flags_agree_on_type(capsys):
+    from protgen_jax.cli import main
+    from protgen_jax.recipes import all_recipes
+
+    recipes = all_recipes()
+    assert set(recipes) == {"vae", "backbone", "seqdiff"}
+    for command in ("sample", "evaluate", "score"):
+        seen = {}
+        for recipe in recipes.values():
+            for option in recipe.commands.get(command, ()):
+                assert seen.setdefault(option.name, option.type) is option.type, option.name
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for family, recipe in recipes.items():
+            if command in recipe.commands:
+                assert f"{family} runs:" in text
+                for option in recipe.commands[command]:
+                    assert option.flag in text

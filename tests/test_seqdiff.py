@@ -32,7 +32,7 @@ TINY = [
     "num_layers=1", "num_heads=2", "model_dim=32", "max_len=32", "buckets=32",
     "tokens_per_batch=128", "eval_batches=1", "eval_every=1", "log_every=1", "num_timesteps=4",
     "warmup_steps=0", "sample_batch=8", "eval_sequences=6", "inpaint_sequences=3",
-    "cond_families=2", "cond_samples=2", "embed_dim=24",
+    "cond_families=2", "cond_samples=2", "embed_dim=24", "devices=1",
 ]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ TINY = [
     "checkpoint_every=2",
     "eval_samples=2",
     "score_samples=3",
+    "devices=1",
 ]
 
 

@@ -292,10 +292,16 @@ class Recipe:
 
     # ---------------------------------------------------------------- state
     def init_state(self, model: Any, config: Any, data: Any, key: jax.Array) -> TrainState:
-        params = self.init_params(model, config, data, key)
-        return TrainState.create(
-            self.apply_fn(model), params, self.optimizer(config), ema_decay=config.ema_decay
-        )
+        """A fresh state: params from ``init_params`` and the optimizer state, built in one jitted
+        program (eagerly, every initializer op would compile on its own)."""
+
+        def create(key: jax.Array) -> TrainState:
+            params = self.init_params(model, config, data, key)
+            return TrainState.create(
+                self.apply_fn(model), params, self.optimizer(config), ema_decay=config.ema_decay
+            )
+
+        return jax.jit(create)(key)
 
     def apply_fn(self, model: Any) -> Callable:
         """The ``apply_fn`` stored in the TrainState (only used by ``state.ema_apply_fn``)."""
@@ -462,6 +468,7 @@ def _fit(
             )  # fmt: skip
         return step_fns[(group, n)]
 
+    group_key = keys.named(train_key, "group")
     weights = np.array([g.weight for g in groups], np.float64)
     weights /= weights.sum()
     boundaries = [config.checkpoint_every, config.log_every] + (
@@ -483,7 +490,10 @@ def _fit(
                 [config.steps] + [(step // b + 1) * b for b in boundaries if b > 0]
             )  # the next step at which something is logged, evaluated or saved
             n = min(config.steps_per_call, next_stop - step)
-            group = int(np.random.default_rng([config.seed, step]).choice(len(groups), p=weights))
+            group = 0
+            if len(groups) > 1:  # the batch group of this call: a pure function of (key, step)
+                rng = keys.numpy_rng(jax.random.fold_in(group_key, step))
+                group = int(rng.choice(len(groups), p=weights))
             state, metrics = step_fn(group, n)(state, group_arrays[group], train_key)
             host = jax.device_get(metrics)
             losses = np.asarray(host["loss"])

@@ -63,6 +63,10 @@ from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
 TRAJECTORY_FRAMES = 50
 
 
+NOISE_SCALE = Option(
+    "noise_scale", float, None, "DDPM per-step noise scale (default: the run's)", 0.0,
+    NOISE_SCALE_MAX,
+)  # fmt: skip
 COMMANDS = {
     "sample": (
         Option("num", int, 8, "number of backbones", low=1, high=100_000),
@@ -70,26 +74,12 @@ COMMANDS = {
         Option("motif", str, None, "motif spec FILE:CHAIN:START-END[@POS][;...]"),
         Option("sampler", str, "ddpm", "reverse process", choices=("ddpm", "ddim")),
         Option("steps", int, None, f"DDIM steps (default {DDIM_STEPS})", low=1),
-        Option(
-            "noise_scale",
-            float,
-            None,
-            "DDPM per-step noise scale (default: the run's)",
-            low=0.0,
-            high=NOISE_SCALE_MAX,
-        ),  # fmt: skip
+        NOISE_SCALE,
         Option("trajectory", bool, False, "also write multi-model trajectories"),
     ),
     "evaluate": (
         Option("num", int, None, "samples (default: the run's eval_num)", low=1, high=100_000),
-        Option(
-            "noise_scale",
-            float,
-            None,
-            "DDPM per-step noise scale (default: the run's)",
-            low=0.0,
-            high=NOISE_SCALE_MAX,
-        ),  # fmt: skip
+        NOISE_SCALE,
         Option("data", str, None, "structure file or folder replacing the held-out split"),
     ),
 }

@@ -60,7 +60,7 @@ COMMANDS = {
 
 def default_score_batch_size() -> int:
     """Mutants per jitted scoring call: 256 on CPU; 2,048 on a GPU/TPU, where one call of 256 leaves the
-    device mostly idle (H100, M=500: 1.9e6 mutant-samples/s at 256, 8.3e6 at 4,808; benchmarks/bench_score.py)."""
+    device mostly idle (throughput by batch size: ``python -m benchmarks.bench_score``)."""
     return 256 if jax.default_backend() == "cpu" else 2048
 
 
