@@ -14,6 +14,12 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Many tests compile the same small programs (a tiny model's train step, its samplers): a persistent
+# compilation cache shared by the session's tests compiles each once.
+_CACHE = Path(os.environ.get("PROTGEN_TEST_JAX_CACHE", "/tmp/protgen_jax_test_cache"))
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
