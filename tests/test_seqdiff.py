@@ -171,7 +171,7 @@ def test_recipe_registry_and_config_checks():
     assert recipe_for_model("oadm") is RECIPE and recipe_for_model("relax") is RECIPE
     config = RECIPE.make_config("d3pm")
     assert config.method == "d3pm" and config.data == "" and config.steps > 0
-    assert RECIPE.model_name(config) == "d3pm" and config.steps_per_call == 5
+    assert RECIPE.model_name(config) == "d3pm" and config.steps_per_call == 1
     RECIPE.check(apply_overrides(config, ["transition=uniform"]))
     for bad in (["transition=blosum"], ["buckets=64,32"], ["max_len=100"], ["cfg_drop=1.0"]):
         with pytest.raises(DataError):

@@ -83,15 +83,17 @@ class TrainConfig:
     devices: int = 0
 
 
+def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:
+    """DataError naming the first config key among ``names`` whose value is below ``low``."""
+    for name in names:
+        if getattr(config, name) < low:
+            raise DataError(f"{name} must be >= {low:g}, got {getattr(config, name)}")
+
+
 def check_train_config(config: TrainConfig) -> None:
     """Host-side checks of the shared keys; DataError names the key and the value."""
-    positive = ("steps", "log_every", "checkpoint_every", "steps_per_call")
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise DataError(f"{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("eval_every", "seed", "devices", "time_limit_minutes"):
-        if getattr(config, name) < 0:
-            raise DataError(f"{name} must be >= 0, got {getattr(config, name)}")
+    require_at_least(config, ("steps", "log_every", "checkpoint_every", "steps_per_call"), 1)
+    require_at_least(config, ("eval_every", "seed", "devices", "time_limit_minutes"), 0)
     if not 0.0 <= config.ema_decay < 1.0:
         raise DataError(f"ema_decay must lie in [0, 1), got {config.ema_decay}")
     if config.dtype not in DTYPES:

@@ -46,6 +46,7 @@ from protgen_jax.recipes.base import (
     RunDir,
     TrainConfig,
     compute_dtype,
+    require_at_least,
 )
 from protgen_jax.structure.frames import apply_rotation, random_rotation
 from protgen_jax.structure.noise import zero_com_noise
@@ -314,9 +315,7 @@ class BackboneRecipe(Recipe):
             )
         if not 0.0 <= config.holdout_fraction <= 1.0:
             raise DataError(f"holdout_fraction must lie in [0, 1], got {config.holdout_fraction}")
-        for name in ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"):
-            if getattr(config, name) < 1:
-                raise DataError(f"{name} must be >= 1, got {getattr(config, name)}")
+        require_at_least(config, ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"), 1)
         if config.eval_max_length < config.eval_min_length:
             raise DataError(
                 f"eval_max_length={config.eval_max_length} < eval_min_length="

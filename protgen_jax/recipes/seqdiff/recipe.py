@@ -56,7 +56,7 @@ class SeqDiffConfig(TrainConfig):
     eval_every: int = 500
     checkpoint_every: int = 500
     time_limit_minutes: float = 30.0  # wall budget per call, whole segments only; 0 = none
-    steps_per_call: int = 5
+    steps_per_call: int = 1  # > 1: consecutive updates share a length bucket (experiments/seqdiff)
     method: str = "oadm"  # oadm | d3pm | relax
     transition: str = "absorbing"  # d3pm: uniform | absorbing
     num_timesteps: int = 100  # T of d3pm and relax

@@ -32,7 +32,14 @@ from protgen_jax.errors import DataError
 from protgen_jax.metrics import spearman
 from protgen_jax.nn import ProteinVAE
 from protgen_jax.nn.deepsequence import SequenceVAE
-from protgen_jax.recipes.base import BatchGroup, Recipe, RunDir, TrainConfig, compute_dtype
+from protgen_jax.recipes.base import (
+    BatchGroup,
+    Recipe,
+    RunDir,
+    TrainConfig,
+    compute_dtype,
+    require_at_least,
+)
 from protgen_jax.recipes.vae.dms import prepare_dms
 from protgen_jax.recipes.vae.model import (
     SCORE_ESTIMATORS,
@@ -235,9 +242,7 @@ class VAERecipe(Recipe):
             )
         if not 0.0 <= config.lr_final_fraction <= 1.0:
             raise DataError(f"lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}")
-        for name in ("batch_size", "latent_dim", "eval_samples", "score_samples"):
-            if getattr(config, name) < 1:
-                raise DataError(f"{name} must be >= 1, got {getattr(config, name)}")
+        require_at_least(config, ("batch_size", "latent_dim", "eval_samples", "score_samples"), 1)
         if not 0.0 <= config.holdout_fraction < 1.0:
             raise DataError(f"holdout_fraction must lie in [0, 1), got {config.holdout_fraction}")
 
