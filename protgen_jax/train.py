@@ -181,6 +181,21 @@ def _float32_metrics(loss: jax.Array, aux: Mapping[str, jax.Array]) -> dict[str,
     return metrics
 
 
+def _update(
+    grad_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    batch: PyTree,
+    key: jax.Array,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update: gradient of the loss, optimizer step, EMA; metrics are the loss, its aux entries
+    and ``grad_norm = sqrt(sum_i g_i^2)`` (before any clipping inside ``optimizer``), all float32."""
+    (loss, aux), grads = grad_fn(state.params, batch, key)
+    metrics = _float32_metrics(loss, aux)
+    metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
+    return state.apply_gradients(grads, optimizer), metrics
+
+
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -217,10 +232,7 @@ def make_train_step(
     def one_update(
         state: TrainState, batch: PyTree, key: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        (loss, aux), grads = grad_fn(state.params, batch, key)
-        metrics = _float32_metrics(loss, aux)
-        metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
-        return state.apply_gradients(grads, optimizer), metrics
+        return _update(grad_fn, optimizer, state, batch, key)
 
     def multi_update(
         state: TrainState, batch: PyTree, key: jax.Array
@@ -319,10 +331,7 @@ def make_scan_train_step(
                     lambda x: jax.lax.with_sharding_constraint(x, batch_sharding) if x.ndim else x,
                     batch,
                 )
-            (loss, aux), grads = grad_fn(state.params, batch, loss_key)
-            metrics = _float32_metrics(loss, aux)
-            metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
-            return state.apply_gradients(grads, optimizer), metrics
+            return _update(grad_fn, optimizer, state, batch, loss_key)
 
         if steps_per_call == 1:  # no loop: a length-1 scan costs XLA a copy of the carried state
             state, metrics = body(state, None)

@@ -30,6 +30,7 @@ per call, pulls the metrics once per call and writes them every ``log_every`` st
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -215,7 +216,7 @@ def _device_count(config: TrainConfig, groups: list[BatchGroup]) -> int:
     return config.devices
 
 
-class Recipe:
+class Recipe(abc.ABC):
     """Base of every model family; see the module docstring for the hooks."""
 
     family: ClassVar[str] = ""
@@ -233,31 +234,40 @@ class Recipe:
         return self.config_type()
 
     def validate(self, config: Any) -> None:
-        """Host-side checks of the family's own keys."""
+        """Host-side checks of the family's own keys; optional (none by default)."""
+        return None
 
+    @abc.abstractmethod
     def prepare(self, config: Any, progress: bool) -> Any:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def save_data(self, run: RunDir, data: Any) -> None:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def load_data(self, run: RunDir) -> Any:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def build_model(self, config: Any, data: Any) -> Any:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def init_params(self, model: Any, config: Any, data: Any, key: jax.Array) -> Any:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def optimizer(self, config: Any) -> optax.GradientTransformation:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def loss_fn(self, model: Any, config: Any, data: Any) -> Callable:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
+    @abc.abstractmethod
     def batches(self, config: Any, data: Any) -> list[BatchGroup]:
-        raise NotImplementedError
+        """A training hook every family fills in (see the module docstring)."""
 
     def make_eval(
         self, model: Any, config: Any, data: Any, key: jax.Array
@@ -274,7 +284,8 @@ class Recipe:
         return {}
 
     def extra_run_files(self, run: RunDir, config: Any, data: Any) -> None:
-        """Write family-specific run files next to ``config.json`` (for example the split)."""
+        """Write family-specific run files next to ``config.json`` (for example the split); optional (none by default)."""
+        return None
 
     def curve_names(self, config: Any) -> tuple[str, ...]:
         """The metrics ``curves.png`` plots (those present in ``metrics.jsonl``)."""
@@ -413,23 +424,15 @@ class Recipe:
         runs = [self.load_run(r) for r in run_dirs]
         seed = opts.seed if opts.seed is not None else runs[0].config.seed
         key = keys.named(keys.root_key(seed), command)
-        if command == "score":
+        if command == "score":  # several runs: an ensemble
             return self.score(runs, opts, key)
         if len(runs) != 1:
             raise DataError(f"`{command}` takes one run, got {len(runs)}")
         return getattr(self, command)(runs[0], opts, key)
 
     def check_command(self, command: str, opts: SimpleNamespace, runs: list[RunDir]) -> None:
-        """Checks of a command's options against the run folders, before any model is built."""
-
-    def sample(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def evaluate(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def score(self, runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        raise NotImplementedError
+        """Checks of a command's options against the run folders, before any model is built; optional (none by default)."""
+        return None
 
 
 def _fit(
