@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from protgen_jax.discrete.tokens import K_AA
+from protgen_jax.alphabet import K_AA
 from protgen_jax.metrics import kmer_counts
 
 

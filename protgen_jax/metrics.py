@@ -1,8 +1,8 @@
 """Evaluation statistics shared by the model families (host-side NumPy/SciPy): their one home.
 
-Aligned sequences are int token arrays ``[N, L]`` (same width; ``protgen_jax.data.alphabet``, 20 = gap):
+Aligned sequences are int token arrays ``[N, L]`` (same width; tokens of ``protgen_jax.alphabet``, 20 = gap):
 column frequencies, pair covariances, identity, novelty. Unaligned sequences are lists of int token
-arrays of any lengths (``protgen_jax.discrete.tokens``, 0..19): composition, k-mer spectra, identity
+arrays of any lengths (amino-acid tokens 0..19): composition, k-mer spectra, identity
 after an optimal global alignment (BLOSUM62, gaps -10/-1, free end gaps; biotite) as matches divided
 by the *first* sequence's length, and each sample's nearest training sequence among the ``top_k``
 sharing most k-mers.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse, stats
 
-from protgen_jax.discrete.tokens import AMINO_ACIDS, K_AA, decode
+from protgen_jax.alphabet import AMINO_ACIDS, K_AA, decode
 from protgen_jax.errors import DataError
 
 

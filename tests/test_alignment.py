@@ -5,13 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protgen_jax.alphabet import AMINO_ACIDS, GAP, K_ALIGNED, MASK, PAD, decode, encode
 from protgen_jax.data import (
-    AMINO_ACIDS,
-    GAP_TOKEN,
-    NUM_TOKENS,
-    decode,
     effective_sample_size,
-    encode,
     filter_alignment,
     read_alignment,
     read_fasta,
@@ -25,11 +21,16 @@ from protgen_jax.errors import DataError
 
 def test_encode_decode_round_trip():
     tokens = encode(AMINO_ACIDS + "-")
-    np.testing.assert_array_equal(tokens, np.arange(NUM_TOKENS))
+    np.testing.assert_array_equal(tokens, np.arange(K_ALIGNED))
     assert tokens.dtype == np.int32
     assert decode(tokens) == AMINO_ACIDS + "-"
-    np.testing.assert_array_equal(encode("AXBZJUO.-W"), [0] + [GAP_TOKEN] * 8 + [18])
+    np.testing.assert_array_equal(encode("AXBZJUO.-W"), [0] + [GAP] * 8 + [18])
     assert decode(encode("MKX.V")) == "MK--V"
+
+
+def test_gap_mask_and_pad_are_distinct_tokens():
+    assert len({GAP, MASK, PAD}) == 3 and min(GAP, MASK, PAD) == len(AMINO_ACIDS)
+    assert decode(np.array([0, GAP, MASK, 1, PAD, PAD])) == "A-#C"
 
 
 @pytest.mark.parametrize("seq", ["ACdE", "AC1E", "AC E", "ACÉ"])
@@ -39,8 +40,9 @@ def test_encode_rejects_unknown_characters(seq):
 
 
 def test_decode_rejects_out_of_range_tokens():
-    with pytest.raises(DataError, match="token position 1: 21"):
-        decode(np.array([0, 21]))
+    for bad in (-1, 23):
+        with pytest.raises(DataError, match=f"token position 1: {bad} is outside 0..22"):
+            decode(np.array([0, bad]))
 
 
 # ---------------------------------------------------------------- FASTA
@@ -151,7 +153,7 @@ def test_read_a2m(tmp_path):
     assert aln.tokens.dtype == np.int32 and aln.column_positions.dtype == np.int32
     expected = [encode(s) for s in ("CDEF-GHIML", "CDEF-GHIML", "CDEFAGHIML", "CXEF-GHIML")]
     np.testing.assert_array_equal(aln.tokens, np.stack(expected))
-    assert aln.tokens[3, 1] == GAP_TOKEN  # X counts as gap
+    assert aln.tokens[3, 1] == GAP  # X counts as gap
     assert (aln.num_sequences, aln.num_columns) == (4, 10)
 
 
@@ -261,8 +263,8 @@ def reference_weights(tokens: np.ndarray, theta: float, exclude_gaps: bool) -> n
     """Direct O(N^2 L) NumPy reference: 1 / #{j : identity(i, j) > 1 - theta}."""
     same = tokens[:, None, :] == tokens[None, :, :]
     if exclude_gaps:
-        same &= tokens[:, None, :] != GAP_TOKEN
-        lengths = (tokens != GAP_TOKEN).sum(axis=1)
+        same &= tokens[:, None, :] != GAP
+        lengths = (tokens != GAP).sum(axis=1)
     else:
         lengths = np.full(tokens.shape[0], tokens.shape[1])
     identity = same.sum(axis=-1) / np.maximum(lengths, 1)[:, None]
@@ -299,7 +301,7 @@ def _clustered_tokens(seed: int, n: int = 37, length: int = 30) -> np.ndarray:
     tokens = ancestors[rng.integers(0, 4, size=n)]
     mutate = rng.random((n, length)) < 0.08
     tokens = np.where(mutate, rng.integers(0, 21, size=(n, length)), tokens)
-    tokens[rng.random((n, length)) < 0.05] = GAP_TOKEN
+    tokens[rng.random((n, length)) < 0.05] = GAP
     return tokens.astype(np.int32)
 
 

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from protgen_jax.discrete import d3pm, tokens
-from protgen_jax.errors import DataError
+from protgen_jax import alphabet as tokens
+from protgen_jax.discrete import d3pm
 
 T = 10
 
 
-def _uniform(num_steps=T, K=tokens.D3PM_UNIFORM_K):
+def _uniform(num_steps=T, K=tokens.K_AA):
     return d3pm.uniform_transitions(d3pm.cosine_betas(num_steps), K)
 
 
@@ -74,15 +74,16 @@ def test_discrete_modules_import_neither_flax_nor_orbax():
                 assert name.split(".")[0] not in ("flax", "orbax"), (path.name, name)
 
 
-def test_tokens_roundtrip_and_errors():
-    seq = "MKTAYIAKQRQISFVKSHFSRQ"
-    encoded = tokens.encode(seq)
-    assert encoded.dtype == np.int32 and encoded.max() < tokens.K_AA
-    assert tokens.decode(encoded) == seq
-    assert tokens.decode(np.array([0, tokens.MASK, 1, tokens.PAD])) == "AXC"
-    assert (tokens.MASK, tokens.PAD, tokens.D3PM_ABSORBING_K, tokens.OADM_K) == (20, 21, 21, 21)
-    with pytest.raises(DataError, match="position 2"):
-        tokens.encode("AC1D")
+def test_absorbing_schedule_absorbs_into_mask_and_never_visits_gap():
+    schedule = d3pm.absorbing_transitions(d3pm.absorbing_betas(T))
+    assert schedule.num_classes == tokens.K_ABSORBING == tokens.MASK + 1
+    q_all = np.asarray(schedule.q_cumulative)  # [T, K, K]
+    np.testing.assert_allclose(q_all[-1, :, tokens.MASK], 1.0, atol=1e-6)  # every row ends at MASK
+    # a residue's mass stays on itself or moves to MASK: never to GAP or another residue
+    residues = q_all[:, : tokens.K_AA]
+    np.testing.assert_allclose(residues[:, :, tokens.GAP], 0.0)
+    stay = residues[:, np.arange(tokens.K_AA), np.arange(tokens.K_AA)]
+    np.testing.assert_allclose(stay + residues[:, :, tokens.MASK], 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [_uniform, _absorbing])
@@ -98,7 +99,7 @@ def test_rows_sum_to_one_and_first_cumulative_is_first_step(make):
 
 def test_stationary_reached_at_last_step():
     uniform = _uniform()
-    np.testing.assert_allclose(uniform.q_cumulative[-1], 1.0 / tokens.D3PM_UNIFORM_K, atol=1e-3)
+    np.testing.assert_allclose(uniform.q_cumulative[-1], 1.0 / tokens.K_AA, atol=1e-3)
     # Not yet mixed half-way, so the check above is not vacuous.
     assert np.max(uniform.q_cumulative[T // 2]) > 0.5
     absorbing = _absorbing()
@@ -317,7 +318,7 @@ def test_sampler_compiles_once_across_keys_and_params():
 
     def counting_oracle(target, x_t, t, mask, cond):
         traces.append(1)
-        return 50.0 * jax.nn.one_hot(target, tokens.D3PM_ABSORBING_K)
+        return 50.0 * jax.nn.one_hot(target, tokens.K_ABSORBING)
 
     shape = (2, 5)
     first = jnp.zeros(shape, jnp.int32)

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from protgen_jax.discrete import oadm, tokens
+from protgen_jax import alphabet as tokens
+from protgen_jax.discrete import oadm
 
 # A small joint distribution over L = 3 positions with K = 3 classes, with strong dependencies.
 _K, _L = 3, 3
@@ -37,7 +38,7 @@ def _fixed_logits_fn(log_p, x, t, mask, cond):
 
 def _oracle_logits_fn(target, x, t, mask, cond):
     """Knows the answer; its K = 21 logits put the largest value on MASK, which must be ignored."""
-    logits = 50.0 * jax.nn.one_hot(target, tokens.OADM_K)
+    logits = 50.0 * jax.nn.one_hot(target, tokens.VOCAB_SIZE)
     return logits.at[..., tokens.MASK].set(1e3)
 
 
@@ -62,7 +63,7 @@ def test_oadm_mask_counts_and_distribution():
 
 
 def test_oadm_loss_hand_computed_weighting():
-    logits = np.zeros((2, 3, tokens.OADM_K), np.float32)
+    logits = np.zeros((2, 3, tokens.VOCAB_SIZE), np.float32)
     logits[0, 0, :3] = [2.0, 0.0, -1.0]
     logits[0, 2, 5] = 3.0
     logits[1, 1, 7] = -2.0
@@ -167,7 +168,7 @@ def test_sampler_temperature_zero_is_greedy():
 
 def test_log_likelihood_context_free_model_is_exact_for_any_order():
     B, L = 4, 7
-    log_p = jax.nn.log_softmax(jax.random.normal(jax.random.key(10), (L, tokens.OADM_K)))
+    log_p = jax.nn.log_softmax(jax.random.normal(jax.random.key(10), (L, tokens.VOCAB_SIZE)))
     model = jax.tree_util.Partial(_fixed_logits_fn, log_p)
     x0 = jax.random.randint(jax.random.key(11), (B, L), 0, tokens.K_AA)
     mask = jnp.arange(L)[None, :] < jnp.array([7, 5, 3, 1])[:, None]
@@ -192,7 +193,7 @@ def test_sampler_and_likelihood_compile_once():
 
     def counting(target, x, t, mask, cond):
         traces.append(1)
-        return 50.0 * jax.nn.one_hot(target, tokens.OADM_K)
+        return 50.0 * jax.nn.one_hot(target, tokens.VOCAB_SIZE)
 
     shape = (2, 4)
     first, second = jnp.zeros(shape, jnp.int32), jnp.full(shape, 9, jnp.int32)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
+from protgen_jax import alphabet as vocab
 from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.cli import main
 from protgen_jax.data.fasta import read_fasta, read_records, write_fasta
 from protgen_jax.data.sequences import SequenceSet
 from protgen_jax.diffusion import cosine_schedule, normal_kl
 from protgen_jax.discrete import relax
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.errors import DataError
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
 from protgen_jax.recipes import recipe_for_model
@@ -271,7 +271,7 @@ def test_one_step_train_nll_and_inpainting(method, extra, slice_fasta, tmp_path)
         cond,
     )
     if extra == "transition=absorbing":
-        assert logits.shape[-1] == vocab.K_AA + 1 and np.all(logits[..., vocab.MASK] < -1e8)
+        assert logits.shape[-1] == vocab.K_ABSORBING and np.all(logits[..., vocab.K_AA :] < -1e8)
     keep = np.arange(20) % 3 != 0
     out = generate_tokens(
         run.model, run.params, jax.random.key(1), [20, 20], [0, -1], 2.0, 1.0, run.config,

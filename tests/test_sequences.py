@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protgen_jax import alphabet as vocab
 from protgen_jax.data import sequences as sq
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""Host-side data: the dataset registry, the alignment alphabet, A2M/FASTA readers, sequence weights, DMS.
+"""Host-side data: the dataset registry, A2M/FASTA readers, sequence weights, DMS.
 
 Everything here runs on the host in NumPy, except `sequence_weights`, which runs its blocked one-hot
 products through jitted JAX kernels. Bad user input raises `protgen_jax.errors.DataError` with a message
@@ -12,13 +12,6 @@ _LAZY = {
     "Alignment": "alignment",
     "filter_alignment": "alignment",
     "read_alignment": "alignment",
-    "AMINO_ACIDS": "alphabet",
-    "GAP": "alphabet",
-    "GAP_TOKEN": "alphabet",
-    "NONSTANDARD": "alphabet",
-    "NUM_TOKENS": "alphabet",
-    "decode": "alphabet",
-    "encode": "alphabet",
     "MutantMap": "dms",
     "map_mutants": "dms",
     "mutant_tokens": "dms",

@@ -3,7 +3,7 @@
 Format rule (A2M / A3M, and aligned FASTA as the special case with no lower case): within each record,
 upper-case letters and "-" are *match columns*; lower-case letters and "." are *insertions* relative to
 the focus (query) sequence and are dropped. Every record must then have the same number of match columns
-L. Match letters are encoded with `protgen_jax.data.alphabet` (non-standard letters X B Z J U O count as
+L. Match letters are encoded with `protgen_jax.alphabet` (non-standard letters X B Z J U O count as
 gap). Stockholm files are not read (biotite, our parser dependency, has no Stockholm reader); the reader
 says so and suggests `esl-reformat a2m`.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import chex
 import numpy as np
 
-from protgen_jax.data.alphabet import ASCII_TO_TOKEN, GAP_TOKEN
+from protgen_jax.alphabet import ASCII_TO_TOKEN, GAP
 from protgen_jax.data.fasta import FastaRecord, read_records
 from protgen_jax.errors import DataError
 
@@ -266,7 +266,7 @@ def filter_alignment(
     ):
         if not 0.0 <= value <= 1.0:
             raise DataError(f"filter_alignment: {label} must lie in [0, 1], got {value}")
-    gaps = aln.tokens == GAP_TOKEN
+    gaps = aln.tokens == GAP
     columns = np.ones(aln.num_columns, bool)
     if drop_focus_gap_columns:
         columns &= ~gaps[aln.focus_index]

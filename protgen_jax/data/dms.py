@@ -18,8 +18,8 @@ from typing import NamedTuple
 import chex
 import numpy as np
 
+from protgen_jax.alphabet import AMINO_ACIDS
 from protgen_jax.data.alignment import Alignment
-from protgen_jax.data.alphabet import AMINO_ACIDS
 from protgen_jax.errors import DataError
 
 __all__ = ["MutantMap", "map_mutants", "mutant_tokens", "parse_mutant", "read_dms"]

@@ -1,7 +1,7 @@
 """Unaligned protein sequences for sequence diffusion: reading, family labels, split, cropping, buckets.
 
-Tokens follow ``protgen_jax.discrete.tokens`` (0..19 = "ACDEFGHIKLMNPQRSTVWY", MASK = 20, PAD = 21), not the
-alignment alphabet of ``protgen_jax.data.alphabet`` (where 20 is the gap).
+Tokens are those of ``protgen_jax.alphabet``: 0..19 = "ACDEFGHIKLMNPQRSTVWY", MASK = 21 at positions to fill,
+PAD = 22 after a sequence's end (GAP = 20 never occurs: gaps are removed).
 
 Letter rule (applied to every record, training or evaluation):
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protgen_jax import alphabet as vocab
 from protgen_jax.data.fasta import FastaRecord, read_records
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.errors import DataError
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 AMBIGUOUS = "XBZJ"
-FILL_CHAR = "#"
+FILL_CHAR = vocab.MASK_CHAR
 SPLIT_SALT = "protgen-seqdiff-split-v1:"
 
 _GAP, _AMBIG, _STOP, _FILL, _BAD = -1, -2, -3, -4, -5

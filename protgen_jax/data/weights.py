@@ -33,12 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from protgen_jax.data.alphabet import GAP_TOKEN, NUM_TOKENS
+from protgen_jax.alphabet import GAP, K_ALIGNED
 from protgen_jax.errors import DataError
 
 __all__ = ["effective_sample_size", "sequence_weights"]
 
-_PAD_TOKEN = NUM_TOKENS  # one-hot of an out-of-range index is all zeros: padding rows match nothing
+_PAD_TOKEN = K_ALIGNED  # one-hot of an out-of-range index is all zeros: padding rows match nothing
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
@@ -107,14 +107,14 @@ def sequence_weights(
     n, length = tokens.shape
     if n == 0:
         return np.zeros((0,), np.float32)
-    if tokens.min() < 0 or tokens.max() > GAP_TOKEN:
-        raise DataError(f"sequence_weights: tokens must lie in 0..{GAP_TOKEN}")
+    if tokens.min() < 0 or tokens.max() > GAP:
+        raise DataError(f"sequence_weights: tokens must lie in 0..{GAP}")
 
     if exclude_gaps:
-        num_classes = GAP_TOKEN
-        denominators = np.sum(tokens != GAP_TOKEN, axis=1)
+        num_classes = GAP
+        denominators = np.sum(tokens != GAP, axis=1)
     else:
-        num_classes = NUM_TOKENS
+        num_classes = K_ALIGNED
         denominators = np.full(n, length)
     min_matches = np.floor(np.round((1.0 - theta) * denominators, 9)).astype(np.int32) + 1
     # identity(i, i) = 1 > 1 - theta: a sequence with residues is always its own neighbour.

@@ -1,10 +1,9 @@
 """Discrete sequence diffusion: D3PM transitions, losses and sampler; OADM masking, loss and sampler.
 
-Pure math over int32 token arrays [B, L] (vocabulary in ``protgen_jax.discrete.tokens``); models enter
+Pure math over int32 token arrays [B, L] (tokens of ``protgen_jax.alphabet``); models enter
 as ``logits_fn(x_t, t, mask, cond) -> logits [B, L, K]`` callables. No flax, no orbax.
 """
 
-from protgen_jax.discrete import tokens
 from protgen_jax.discrete.d3pm import (
     DiscreteSchedule,
     absorbing_betas,
@@ -49,7 +48,6 @@ __all__ = [
     "q_sample_key",
     "reverse_logits",
     "schedule_from_onestep",
-    "tokens",
     "uniform_transitions",
     "vlb_nll",
 ]

@@ -19,7 +19,7 @@ Conventions (0-indexed like the rest of protgen_jax; ``T`` steps, ``K`` token cl
 
 Token padding: losses take ``mask [B, L]`` (True = residue) and ignore whatever token sits at padding;
 ``q_probs`` / ``q_sample`` need tokens in ``[0, K)`` everywhere (``jnp.where(mask, x0, 0)``). Samplers
-write ``tokens.PAD`` at padding. This module imports neither flax nor orbax.
+write ``alphabet.PAD`` at padding. This module imports neither flax nor orbax.
 """
 
 import functools
@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from protgen_jax import alphabet
 from protgen_jax.diffusion.samplers import as_partial
-from protgen_jax.discrete import tokens
 from protgen_jax.vae import token_log_probs
 
 LogitsFn = Callable[..., jax.Array]
@@ -114,7 +114,7 @@ def _to_schedule(betas, q_onestep, q_cumulative, stationary) -> DiscreteSchedule
     return DiscreteSchedule(*(jnp.asarray(np.asarray(a, np.float64), jnp.float32) for a in arrays))
 
 
-def uniform_transitions(betas: np.ndarray, K: int = tokens.D3PM_UNIFORM_K) -> DiscreteSchedule:
+def uniform_transitions(betas: np.ndarray, K: int = alphabet.K_AA) -> DiscreteSchedule:
     """Uniform noise: ``Q_t = (1 - beta_t) I + beta_t / K 11^T``.
 
     Closed form ``Qbar_t = abar_t I + (1 - abar_t) / K 11^T`` with ``abar_t = prod_{s<=t} (1 - beta_s)``
@@ -129,7 +129,7 @@ def uniform_transitions(betas: np.ndarray, K: int = tokens.D3PM_UNIFORM_K) -> Di
 
 
 def absorbing_transitions(
-    betas: np.ndarray, K: int = tokens.D3PM_ABSORBING_K, mask_index: int = tokens.MASK
+    betas: np.ndarray, K: int = alphabet.K_ABSORBING, mask_index: int = alphabet.MASK
 ) -> DiscreteSchedule:
     """Absorbing (mask) noise: ``Q_t = (1 - beta_t) I + beta_t 1 e_m^T`` (every row leaks to MASK).
 
@@ -390,7 +390,7 @@ def _d3pm_sample_jit(key, logits_fn, schedule, mask, cond, known, known_mask, sh
     steps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
     keys = jax.random.split(steps_key, schedule.num_steps)
     x0, _ = jax.lax.scan(step, x_init, (steps, keys), unroll=unroll)
-    return jnp.where(mask, x0, tokens.PAD)
+    return jnp.where(mask, x0, alphabet.PAD)
 
 
 def d3pm_sample(
@@ -411,7 +411,7 @@ def d3pm_sample(
     ``jax.random.split``); each step draws every position by Gumbel-max from ``reverse_logits``; the
     t = 0 step draws from the model's x0 distribution. Inpainting: where ``known_mask`` [B, L] is True,
     the state holds ``known`` [B, L] (clean) at every step and in the output. Padding
-    (``mask`` False, default all residues) is ``tokens.PAD`` in the output. Pass the network as
+    (``mask`` False, default all residues) is ``alphabet.PAD`` in the output. Pass the network as
     ``jax.tree_util.Partial(apply_fn, params)`` so new params reuse the compiled sampler.
     ``shape = (B, L)`` is static. Returns int32 tokens [B, L].
     """

@@ -2,10 +2,10 @@
 (Alamdari et al. 2023).
 
 A sequence of ``len`` residues is generated one position at a time in a uniformly random order
-``sigma``; undecoded positions hold ``tokens.MASK``. The model is ``logits_fn(x [B, L] int32,
+``sigma``; undecoded positions hold ``alphabet.MASK``. The model is ``logits_fn(x [B, L] int32,
 t [B] int32, mask [B, L] bool, cond) -> logits [B, L, K]`` where ``t`` is the number of positions still
 masked, and predicts every masked position from the revealed ones. Only the first ``num_classes``
-(default ``tokens.K_AA``) logits are used, so a K = 21 network never emits MASK or PAD.
+(default ``alphabet.K_AA``) logits are used, so a network with more outputs never emits GAP, MASK or PAD.
 
 The bound: for t ~ U{1..len} masked positions chosen uniformly,
 ``log p(x) >= E_sigma[sum_i log p(x_sigma(i) | x_sigma(<i))] = len * E_t[(1/t) * sum_{masked} log p]``
@@ -20,8 +20,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from protgen_jax import alphabet
 from protgen_jax.diffusion.samplers import as_partial
-from protgen_jax.discrete import tokens
 from protgen_jax.vae import token_log_probs
 
 LogitsFn = Callable[..., jax.Array]
@@ -59,7 +59,7 @@ def oadm_mask(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
 def oadm_corrupt(x0: jax.Array, masked: jax.Array, mask: jax.Array) -> jax.Array:
     """Model input [B, L] int32: ``MASK`` where masked, ``PAD`` at padding, x0 elsewhere."""
     chex.assert_equal_shape([x0, masked, mask])
-    return jnp.where(masked, tokens.MASK, jnp.where(mask, x0, tokens.PAD)).astype(jnp.int32)
+    return jnp.where(masked, alphabet.MASK, jnp.where(mask, x0, alphabet.PAD)).astype(jnp.int32)
 
 
 def oadm_loss(
@@ -67,7 +67,7 @@ def oadm_loss(
     x0: jax.Array,
     masked: jax.Array,
     mask: jax.Array,
-    num_classes: int = tokens.K_AA,
+    num_classes: int = alphabet.K_AA,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """EvoDiff-OA loss: ``loss = (len / t) * sum_{masked} -log p(x0_i | x_unmasked)`` per example [B].
 
@@ -98,7 +98,7 @@ def _oadm_sample_jit(
     fixed = jnp.zeros(shape, bool) if known_mask is None else known_mask.astype(bool) & mask
     known = jnp.zeros(shape, jnp.int32) if known is None else known
     to_fill = mask & ~fixed
-    x_init = jnp.where(fixed, known, jnp.where(mask, tokens.MASK, tokens.PAD))
+    x_init = jnp.where(fixed, known, jnp.where(mask, alphabet.MASK, alphabet.PAD))
     order_key, steps_key = jax.random.split(key)
     order = _random_order(order_key, to_fill)
     num_fill = jnp.sum(to_fill, axis=-1).astype(jnp.int32)
@@ -133,7 +133,7 @@ def oadm_sample(
     known: jax.Array | None = None,
     known_mask: jax.Array | None = None,
     temperature: float = 1.0,
-    num_classes: int = tokens.K_AA,
+    num_classes: int = alphabet.K_AA,
     unroll: int = 1,
 ) -> jax.Array:
     """Generate by unmasking one position per step in a uniformly random order.
@@ -177,7 +177,7 @@ def _oadm_log_likelihood_jit(key, logits_fn, x0, mask, cond, num_orders, num_cla
 
     def one_order(order_key):
         order = _random_order(order_key, mask)
-        x_init = jnp.where(mask, tokens.MASK, tokens.PAD).astype(jnp.int32)
+        x_init = jnp.where(mask, alphabet.MASK, alphabet.PAD).astype(jnp.int32)
 
         def step(carry, i):
             x, total = carry
@@ -208,7 +208,7 @@ def oadm_log_likelihood(
     mask: jax.Array,
     num_orders: int = 1,
     cond: Any = None,
-    num_classes: int = tokens.K_AA,
+    num_classes: int = alphabet.K_AA,
 ) -> jax.Array:
     """``(1/M) sum_m log p(x0 | sigma_m)`` per example [B], in nats, for M = num_orders random orders.
 

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from protgen_jax import alphabet as vocab
 from protgen_jax.diffusion import Schedule, ddpm_sample, q_sample, variational_bound
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.vae import categorical_log_likelihood
 
 LogitsFn = Callable[..., jax.Array]

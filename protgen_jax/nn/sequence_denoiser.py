@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from protgen_jax.discrete import tokens as vocab
+from protgen_jax import alphabet as vocab
 from protgen_jax.nn.embeddings import Dtype
 from protgen_jax.nn.transformer import TransformerDenoiser
 
@@ -28,14 +28,14 @@ class SequenceDenoiser(nn.Module):
     """Token / embedding front end + `TransformerDenoiser` + amino-acid logits head.
 
     Attributes:
-      vocab_size: one-hot width for integer inputs (22 = 20 amino acids, MASK, PAD).
+      vocab_size: one-hot width for integer inputs (23 = every token of protgen_jax.alphabet).
       num_outputs: logits per position (20 amino acids).
       num_layers, num_heads, model_dim, mlp_ratio, dropout_rate: transformer size.
       num_classes: number of families (0 = unconditional); label `num_classes` is the null class.
       dtype, param_dtype: compute and parameter dtypes (logits are float32).
     """
 
-    vocab_size: int = vocab.PAD + 1
+    vocab_size: int = vocab.VOCAB_SIZE
     num_outputs: int = vocab.K_AA
     num_layers: int = 4
     num_heads: int = 4

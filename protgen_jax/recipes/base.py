@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from protgen_jax import keys
+from protgen_jax import alphabet, keys
 from protgen_jax.checkpoint import Checkpointer, save_json_atomic
 from protgen_jax.errors import DataError, TrainingError
 from protgen_jax.recipes.config import config_to_dict, load_config
@@ -355,6 +355,7 @@ class Recipe(abc.ABC):
                 "platform": jax.devices()[0].platform,
                 "dtype": config.dtype,
                 "steps_per_call": config.steps_per_call,
+                "alphabet": alphabet.LAYOUT,
             },
         )
         self.extra_run_files(run, config, data)

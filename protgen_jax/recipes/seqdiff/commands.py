@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from protgen_jax import keys
+from protgen_jax.alphabet import decode
 from protgen_jax.baselines import KmerNaiveBayes, UnigramBaseline
 from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.data import resolve
@@ -52,7 +53,6 @@ from protgen_jax.data.sequences import (
     read_inpaint_fasta,
     read_sequences,
 )
-from protgen_jax.discrete.tokens import decode
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import (
     composition,

@@ -3,7 +3,7 @@
 :class:`SeqDiffModel` binds a :class:`~protgen_jax.nn.sequence_denoiser.SequenceDenoiser` to the math of
 ``protgen_jax.discrete`` (OADM, D3PM) or ``protgen_jax.discrete.relax``. The network is passed to the
 math as ``logits_fn = jax.tree_util.Partial(module.apply, params)``, so new params reuse the compiled
-samplers. Tokens are ``[B, L]`` int32 (``protgen_jax.discrete.tokens``), masks ``[B, L]`` bool, family
+samplers. Tokens are ``[B, L]`` int32 (``protgen_jax.alphabet``), masks ``[B, L]`` bool, family
 labels ``cond [B]`` int32 with ``num_families`` as the null class.
 
 Guidance ``s`` blends logits ``l_null + s (l_family - l_null)`` (``s = 1``: conditional, ``s = 0``:
@@ -23,6 +23,7 @@ import numpy as np
 from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
+from protgen_jax import alphabet as vocab
 from protgen_jax import keys
 from protgen_jax.data.sequences import bucket_index
 from protgen_jax.diffusion import Schedule, classifier_free_guidance, get_schedule
@@ -42,18 +43,18 @@ from protgen_jax.discrete import (
     uniform_transitions,
     vlb_nll,
 )
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.discrete.relax import relax_loss, relax_nll_bound, relax_sample, token_embeddings
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
 from protgen_jax.recipes.base import compute_dtype, padded_map
 
-_NEG_LOGIT = -1e9  # the MASK logit of absorbing D3PM: x0 is never MASK
+_NEG_LOGIT = -1e9  # the GAP and MASK logits of absorbing D3PM: x0 is never either
 
 
 def _append_mask_logit(logits_fn, x_t, t, mask, cond):
-    """``[B, L, 20]`` amino-acid logits -> ``[B, L, 21]`` with the MASK class at -1e9."""
+    """``[B, L, 20]`` amino-acid logits -> ``[B, L, K_ABSORBING = 22]``, GAP and MASK classes at -1e9."""
     logits = logits_fn(x_t, t, mask, cond)
-    pad = jnp.full(logits.shape[:-1] + (1,), _NEG_LOGIT, logits.dtype)
+    extra = vocab.K_ABSORBING - vocab.K_AA
+    pad = jnp.full(logits.shape[:-1] + (extra,), _NEG_LOGIT, logits.dtype)
     return jnp.concatenate([logits, pad], axis=-1)
 
 
@@ -72,7 +73,7 @@ def _greedy(logits_fn, x_t, t, mask, cond):
 class SeqDiffModel:
     """One method (``"oadm"``, ``"d3pm"`` or ``"relax"``) on a ``SequenceDenoiser``.
 
-    ``d3pm_schedule`` is set for D3PM (K = 20 uniform or 21 absorbing); ``gauss_schedule`` and
+    ``d3pm_schedule`` is set for D3PM (K = 20 uniform or 22 absorbing); ``gauss_schedule`` and
     ``embeddings [20, D]`` for the relaxation.
     """
 
@@ -105,8 +106,8 @@ class SeqDiffModel:
         return self.module.init(key, x, t, jnp.ones((1, length), bool), cond)
 
     def _k_logits(self, fn: Callable) -> Callable:
-        """Add the MASK column for absorbing D3PM (its K is 21); identity otherwise."""
-        if self.d3pm_schedule is not None and self.d3pm_schedule.num_classes == vocab.K_AA + 1:
+        """Add the GAP and MASK columns for absorbing D3PM (its K is 22); identity otherwise."""
+        if self.d3pm_schedule is not None and self.d3pm_schedule.num_classes == vocab.K_ABSORBING:
             return Partial(_append_mask_logit, fn)
         return fn
 

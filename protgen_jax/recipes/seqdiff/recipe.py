@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from protgen_jax import alphabet as vocab
 from protgen_jax import keys
 from protgen_jax.data import resolve
 from protgen_jax.data.sequences import (
@@ -37,7 +38,6 @@ from protgen_jax.data.sequences import (
     read_sequences,
     save_sequence_set,
 )
-from protgen_jax.discrete import tokens as vocab
 from protgen_jax.errors import DataError
 from protgen_jax.recipes.base import BatchGroup, Recipe, RunDir, TrainConfig
 from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model
@@ -256,6 +256,11 @@ class SeqDiffRecipe(Recipe):
         path = run.file(self.data_file)
         if not path.exists():
             raise DataError(f"{run.path}: not a sequence-diffusion run folder (no data.npz)")
+        if run.info.exists() and run.read_info().get("alphabet") != vocab.LAYOUT:
+            raise DataError(
+                f"{run.info}: the run was trained with another token layout than this version's "
+                f"({vocab.LAYOUT}: its networks read MASK and PAD as other tokens); train it again"
+            )
         sequences, extra = load_sequence_set(path)
         return PreparedData(sequences, extra["holdout"])
 

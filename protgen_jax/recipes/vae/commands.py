@@ -18,10 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from protgen_jax import keys
+from protgen_jax.alphabet import decode
 from protgen_jax.baselines import SiteIndependentModel
 from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.data import write_fasta
-from protgen_jax.data.alphabet import decode
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import sequence_statistics_report, spearman
 from protgen_jax.plots import plot_latent, plot_scatter

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from protgen_jax import keys
+from protgen_jax.alphabet import GAP
 from protgen_jax.data import (
     Alignment,
     effective_sample_size,
@@ -27,7 +28,6 @@ from protgen_jax.data import (
     resolve,
     sequence_weights,
 )
-from protgen_jax.data.alphabet import GAP_TOKEN
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import spearman
 from protgen_jax.nn import ProteinVAE
@@ -172,7 +172,7 @@ def load_prepared(path: Path) -> PreparedAlignment:
 
 def build_model(config: VAEConfig, seq_len: int) -> VAEModel:
     """The configured network for an alignment of ``seq_len`` match columns."""
-    gap_token = None if config.model_gaps else GAP_TOKEN
+    gap_token = None if config.model_gaps else GAP
     dtype = compute_dtype(config)
     if config.model == "lecture":
         module = ProteinVAE(
