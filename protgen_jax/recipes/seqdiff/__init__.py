@@ -18,7 +18,12 @@ statistics live in :mod:`protgen_jax.baselines` and :mod:`protgen_jax.metrics`.
 """
 
 from protgen_jax.recipes.seqdiff.commands import RECIPE, SeqDiff
-from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model, generate_tokens
+from protgen_jax.recipes.seqdiff.model import (
+    SeqDiffModel,
+    build_model,
+    generate_tokens,
+    sequence_nll,
+)
 from protgen_jax.recipes.seqdiff.recipe import (
     METHODS,
     PreparedData,
@@ -40,4 +45,5 @@ __all__ = [
     "build_model",
     "draw_bucket",
     "generate_tokens",
+    "sequence_nll",
 ]

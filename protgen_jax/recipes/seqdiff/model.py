@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from protgen_jax import alphabet as vocab
 from protgen_jax import keys
-from protgen_jax.data.sequences import bucket_index
+from protgen_jax.data.sequences import bucket_index, pad_batch
 from protgen_jax.diffusion import Schedule, classifier_free_guidance, get_schedule
 from protgen_jax.discrete import (
     DiscreteSchedule,
@@ -301,5 +301,46 @@ def generate_tokens(
         toks = padded_map(run, (lengths[rows], labels[rows], known, known_mask, chunks), size, bar)
         for j, r in enumerate(rows):
             out[r] = toks[j, : lengths[r]].astype(np.int32)
+    bar.close()
+    return out
+
+
+def sequence_nll(
+    model: SeqDiffModel,
+    params: Any,
+    key: jax.Array,
+    seqs: list[np.ndarray],
+    labels: np.ndarray,
+    config: Any,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Per-sequence NLL bound ``[N]`` (nats) of sequences <= max_len, batched by bucket.
+
+    labels ``[N]`` (-1 = null class). Every batch of the bucket of length ``L_b`` has
+    ``tokens_per_batch // L_b`` rows (:func:`padded_map`), so each bucket compiles once whatever the
+    data. Batch ``c`` of that bucket uses ``fold_in(named(key, f"bucket{L_b}"), c)``.
+    """
+    cfg = config
+    lengths = np.array([len(s) for s in seqs])
+    which = bucket_index(lengths, tuple(cfg.buckets))
+    cond_all = np.where(labels < 0, model.null_label, labels).astype(np.int32)
+    out = np.zeros(len(seqs))
+    disable = None if progress is None else not progress
+    bar = tqdm(total=len(seqs), desc="likelihood", disable=disable, dynamic_ncols=True)
+    for b in np.unique(which):
+        rows = np.flatnonzero(which == b)
+        width = int(cfg.buckets[b])
+        size = max(1, cfg.tokens_per_batch // width)
+        tokens, mask = pad_batch([seqs[r] for r in rows], width)
+        bucket_key = keys.named(key, f"bucket{width}")
+
+        def nll(tokens, mask, cond, chunk, bucket_key=bucket_key):
+            batch_key = jax.random.fold_in(bucket_key, int(chunk[0]))
+            return model.nll(
+                params, batch_key, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cond)
+            )
+
+        chunks = np.arange(len(rows)) // size
+        out[rows] = padded_map(nll, (tokens, mask, cond_all[rows], chunks), size, bar)
     bar.close()
     return out
