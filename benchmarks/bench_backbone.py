@@ -31,7 +31,7 @@ ROOT = keys.root_key(0)
 
 def bench_sampling(config, model, params, batch: int, length: int, T: int) -> None:
     schedule = dif.get_schedule(config.schedule, T)
-    fn = centred_denoise_fn(Partial(model.apply, params), schedule)
+    fn = centred_denoise_fn(bb.denoiser(model, params, schedule), schedule)
     noise = Partial(zero_com_noise)
     shape = (batch, length, 3)
     mask = jnp.ones(shape[:2], bool)

@@ -13,11 +13,12 @@ from biotite.structure.io import pdb
 
 from protgen_jax import cli
 from protgen_jax.data.structures import COORD_SCALE, Chain, load_chain
-from protgen_jax.diffusion import cosine_schedule
+from protgen_jax.diffusion import cosine_schedule, linear_schedule, sqrt_snr, with_noise_level
 from protgen_jax.errors import DataError
+from protgen_jax.fit import read_metrics
 from protgen_jax.nn.backbone import BackboneDenoiser, local_geometry_features
 from protgen_jax.recipes import backbone as bb
-from protgen_jax.recipes.base import RunDir, read_metrics
+from protgen_jax.recipes.base import RunDir
 from protgen_jax.recipes.config import config_to_dict, load_config
 from protgen_jax.structure.frames import random_rotation_np
 from protgen_jax.structure.geometry import kabsch_rmsd
@@ -74,6 +75,12 @@ def test_zero_com_noise_has_zero_masked_mean_and_the_subspace_variance():
 # --------------------------------------------------------------------------- the denoiser
 
 
+def _cosine_sqrt_snr() -> np.ndarray:
+    """sqrt(ab_t / (1 - ab_t)) [1000] of the cosine schedule, by hand in float64, rounded to float32."""
+    ab = np.asarray(cosine_schedule(1000).alpha_bars, np.float64)
+    return np.sqrt(ab / (1.0 - ab)).astype(np.float32)
+
+
 def _random_params(model, *args, seed: int = 0):
     """Random params with init's shapes (NumPy draws; zero-initialized layers become nonzero)."""
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
@@ -96,19 +103,20 @@ def denoiser():
         pair_dim=8,
         num_rbf=8,
         output_heads=4,
-        schedule="cosine",
-        timesteps=1000,
     )
     x = jnp.zeros((B, REAL, 3))
     t = jnp.array([3, 700])
     jitted = jax.jit(model.apply)
+    table = _cosine_sqrt_snr()
 
     def apply(params, x, t, mask=None, cond=None):
-        """model.apply with every argument given (one compiled program per shape)."""
+        """model.apply with every argument given and noise_level = sqrt(SNR_t) of cosine(1000) (one
+        compiled program per shape)."""
         length = x.shape[1]
         mask = np.ones((B, length), bool) if mask is None else mask
         cond = np.broadcast_to(np.arange(length), (B, length)) if cond is None else cond
-        return jitted(params, jnp.asarray(x), t, jnp.asarray(mask), jnp.asarray(cond, jnp.int32))
+        x, mask, cond = jnp.asarray(x), jnp.asarray(mask), jnp.asarray(cond, jnp.int32)
+        return jitted(params, x, t, mask, cond, noise_level=jnp.asarray(table[np.asarray(t)]))
 
     return model, _random_params(model, x, t), apply, t
 
@@ -186,6 +194,45 @@ def test_local_term_is_scaled_by_sqrt_snr(denoiser):
     expected *= np.sqrt(ab / (1 - ab))[:, None, None]
     expected -= expected.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_sqrt_snr_table_and_noise_level_wrapper(denoiser):
+    """The schedule's table is sqrt(ab / (1 - ab)); the wrapper feeds table[t] to the network, which is
+    what the network computed from its own schedule before it took the level as an input."""
+    for schedule in (cosine_schedule(1000), linear_schedule(10)):
+        ab = np.asarray(schedule.alpha_bars, np.float64)
+        table = np.asarray(sqrt_snr(schedule))
+        assert table.shape == (schedule.num_steps,) and table.dtype == np.float32
+        np.testing.assert_array_equal(table, np.sqrt(ab / (1.0 - ab)).astype(np.float32))
+    # Independently of Schedule: linear betas 1e-4 .. 0.02 (float32 alpha_bars: ~1e-3 near t = 0).
+    ab = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 10))
+    np.testing.assert_allclose(sqrt_snr(linear_schedule(10)), np.sqrt(ab / (1 - ab)), rtol=1e-3)
+
+    model, params, apply, t = denoiser
+    params = jax.tree.map(jnp.asarray, params)
+    rng = np.random.default_rng(5)
+    for name in ("kernel", "bias"):  # nonzero by hand (model.init leaves this layer zero)
+        leaf = params["params"]["local_x0_gain"][name]
+        params["params"]["local_x0_gain"][name] = jnp.asarray(
+            0.1 * rng.normal(size=leaf.shape), jnp.float32
+        )
+    x, mask = jnp.asarray(_trace(6)), jnp.ones((B, REAL), bool)
+    cond = jnp.broadcast_to(jnp.arange(REAL), (B, REAL))
+    fn = with_noise_level(jax.tree_util.Partial(model.apply, params), cosine_schedule(1000))
+    assert isinstance(fn, jax.tree_util.Partial)
+    wrapped = np.asarray(jax.jit(lambda f, x: f(x, t, mask, cond))(fn, x))
+    explicit = np.asarray(apply(params, x, t))  # noise_level = the hand-computed table at t
+    np.testing.assert_allclose(wrapped, explicit, rtol=1e-5, atol=1e-5 * np.abs(explicit).max())
+    ones = np.asarray(model.apply(params, x, t, mask, cond))  # noise_level=None: ones
+    assert np.abs(wrapped - ones).max() > 1e-2 * np.abs(wrapped).max()
+    # The level enters only through local_x0_gain: with it zero, every level gives the same output.
+    params["params"]["local_x0_gain"] = jax.tree.map(
+        jnp.zeros_like, params["params"]["local_x0_gain"]
+    )
+    fn = with_noise_level(jax.tree_util.Partial(model.apply, params), cosine_schedule(1000))
+    np.testing.assert_allclose(
+        fn(x, t, mask, cond), model.apply(params, x, t, mask, cond), atol=1e-6
+    )
 
 
 def test_local_geometry_features_of_an_ideal_trace():

@@ -1,7 +1,9 @@
 """Tests for protgen_jax.checkpoint: keep-N, resharding on restore, crash safety, atomic JSON."""
 
 import json
+import os
 import shutil
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -192,3 +194,16 @@ def test_save_json_atomic(tmp_path):
     # a failed write leaves the previous file intact and no temporary file behind
     assert json.loads(path.read_text()) == {"lr": 2e-3}
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]
+
+
+def test_save_json_atomic_writes_strict_json_with_normal_permissions(tmp_path):
+    path = tmp_path / "report.json"
+    save_json_atomic(
+        path, {"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": np.int64(3)}
+    )
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": 3}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protgen_jax.alphabet import AMINO_ACIDS, encode
 from protgen_jax.data import (
-    AMINO_ACIDS,
-    encode,
     map_mutants,
     mutant_tokens,
     parse_mutant,

@@ -11,17 +11,9 @@ import optax
 import pytest
 
 from protgen_jax import keys
-from protgen_jax.errors import DataError
-from protgen_jax.recipes.base import (
-    BatchGroup,
-    Recipe,
-    RunDir,
-    TrainConfig,
-    TrainingError,
-    compute_dtype,
-    padded_map,
-    read_metrics,
-)
+from protgen_jax.errors import DataError, TrainingError
+from protgen_jax.fit import BatchGroup, TrainConfig, compute_dtype, read_metrics
+from protgen_jax.recipes.base import Recipe, RunDir, padded_map
 from protgen_jax.recipes.options import Option, resolve_options
 from protgen_jax.train import TrainState, make_scan_train_step
 

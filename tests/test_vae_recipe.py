@@ -7,7 +7,7 @@ import pytest
 
 from protgen_jax.cli import main
 from protgen_jax.data.fasta import read_records
-from protgen_jax.recipes.base import read_metrics
+from protgen_jax.fit import read_metrics
 from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.vae import RECIPE, VAEConfig, prepare_dms
 

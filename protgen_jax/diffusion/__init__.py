@@ -33,6 +33,8 @@ from protgen_jax.diffusion.schedules import (
     get_schedule,
     linear_schedule,
     schedule_from_betas,
+    sqrt_snr,
+    with_noise_level,
 )
 
 __all__ = [
@@ -59,9 +61,11 @@ __all__ = [
     "regression_target",
     "schedule_from_betas",
     "score_from_eps",
+    "sqrt_snr",
     "to_x0_eps",
     "v_from_x0_eps",
     "variational_bound",
+    "with_noise_level",
     "x0_from_eps",
     "x0_from_v",
 ]

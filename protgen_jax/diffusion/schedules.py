@@ -9,11 +9,13 @@ Lecture: section 6 (the linear DDPM schedule, T = 1000, betas from 1e-4 to 0.02,
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
 
 class Schedule(NamedTuple):
@@ -105,3 +107,45 @@ def get_schedule(name: str, T: int = 1000) -> Schedule:
     if name == "cosine":
         return cosine_schedule(T)
     raise ValueError(f"unknown schedule {name!r}; expected 'linear' or 'cosine'")
+
+
+def sqrt_snr(schedule: Schedule) -> jax.Array:
+    """``sqrt(SNR_t) = sqrt(alpha_bar_t / (1 - alpha_bar_t))`` for every step: ``[T]`` float32.
+
+    Computed in float64 NumPy from the stored ``alpha_bars``, so ``schedule`` must be concrete (build the
+    table outside ``jit``, or close over the schedule rather than passing it as a traced argument).
+    """
+    ab = np.asarray(schedule.alpha_bars, np.float64)
+    return jnp.asarray(np.sqrt(ab / (1.0 - ab)), jnp.float32)
+
+
+def _apply_with_noise_level(
+    apply_fn: Callable[..., jax.Array],
+    table: jax.Array,
+    x_t: jax.Array,
+    t: jax.Array,
+    mask: jax.Array | None = None,
+    cond: Any = None,
+) -> jax.Array:
+    return apply_fn(x_t, t, mask, cond, noise_level=table[t])
+
+
+def with_noise_level(apply_fn: Callable[..., jax.Array], schedule: Schedule) -> Partial:
+    """Turn a network that takes its noise level as an input into a ``denoise_fn(x_t, t, mask, cond)``.
+
+        denoise_fn(x_t, t, mask, cond) = apply_fn(x_t, t, mask, cond, noise_level=sqrt_snr(schedule)[t])
+
+    with ``t [B]`` integer timesteps, so ``noise_level [B]`` float32 is ``sqrt(alpha_bar_t / (1 -
+    alpha_bar_t))``. The schedule is the loss's or sampler's business; the network only sees the level.
+
+    Args:
+      apply_fn: ``(x_t, t, mask, cond, *, noise_level) -> prediction``, e.g.
+        ``Partial(BackboneDenoiser().apply, params)``.
+      schedule: a concrete :class:`Schedule` (see :func:`sqrt_snr`).
+
+    Returns:
+      A ``Partial`` (a pytree whose leaves are ``apply_fn``'s leaves and the ``[T]`` table), so jitted
+      samplers and losses take it as data and do not recompile for new params.
+    """
+    fn = apply_fn if isinstance(apply_fn, Partial) else Partial(apply_fn)
+    return Partial(_apply_with_noise_level, fn, sqrt_snr(schedule))

@@ -12,7 +12,7 @@ construction (rotating `x_t` rotates the prediction; translating it changes noth
     h      = TransformerDenoiser(f, t, mask, attn_bias = Dense_H(z))                  [B, L, C]
     a_hij  = softmax_j(<q_hi, k_hj> / sqrt(c) + Dense_H'(z)_hij)                     (keys masked)
     eps_i  = sum_h g_hi (x_i - sum_j a_hij x_j) + sum_{k=+-1..+-K} w_ik (x_i - x_{i+k})
-             g = Dense_H'(h),  w = Dense_2K(h) + sqrt(SNR_t) Dense_2K([h, f])          [B, L, 3]
+             g = Dense_H'(h),  w = Dense_2K(h) + s_t Dense_2K([h, f])                  [B, L, 3]
     eps    <- eps - masked mean(eps)                                                  (zero centre of mass)
 
 `p` are chain positions (`cond`, default `arange(L)`): the relative-position embedding (clipped at
@@ -26,8 +26,9 @@ towards (g < 0) or pushes it away from (g > 0) a learned weighted centroid of th
 attends only to `i + 1` gives `g (x_i - x_{i+1})`, which is how a bond length is corrected; a uniform head
 with `g = 1` gives `x_i - mean(x)`, the noise of a pure-noise input. The local term does the first
 directly for the chain neighbours (it needs no attention to find them), which is where the fine geometry
-of a backbone lives. Its second part is scaled by sqrt(SNR_t) = sqrt(ab_t / (1 - ab_t)): a displacement
-x0_hat_i = x_t,i / sqrt(ab_t) - sum_k c_ik (x_i - x_{i+k}) that fixes bond lengths has
+of a backbone lives. Its second part is scaled by the noise level s_t = sqrt(SNR_t) = sqrt(ab_t / (1 - ab_t)),
+an input (`noise_level`; the schedule's side supplies it, `protgen_jax.diffusion.with_noise_level`): a
+displacement x0_hat_i = x_t,i / sqrt(ab_t) - sum_k c_ik (x_i - x_{i+k}) that fixes bond lengths has
 eps_i = sqrt(SNR_t) sum_k c_ik (x_i - x_{i+k}), with c_ik ~ (1 - 3.8 Å / d_ik) / 2 independent of the
 noise level. Without the factor the network would have to learn c / sigma_t, a slope that grows to ~150
 at the last steps; with it, small-noise denoising is a noise-independent function of local geometry.
@@ -43,9 +44,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from protgen_jax.diffusion.schedules import get_schedule
 from protgen_jax.nn.embeddings import Dtype, timestep_embedding
 from protgen_jax.nn.transformer import TransformerDenoiser
 
@@ -171,8 +170,6 @@ class BackboneDenoiser(nn.Module):
       max_relative_position: relative chain positions are clipped to [-R, R].
       output_heads: heads `H'` of the equivariant output attention.
       local_neighbours: K of the local output term (0 = none).
-      schedule, timesteps: the noise schedule the network is trained with (`get_schedule(schedule,
-        timesteps)`), for the sqrt(SNR_t) factor of the local term; None = no such factor.
       coord_scale: Å per model unit (the data's `COORD_SCALE`); features are computed in Å.
       dtype, param_dtype: compute and parameter dtypes (geometry and the output stay float32).
     """
@@ -187,8 +184,6 @@ class BackboneDenoiser(nn.Module):
     max_relative_position: int = 32
     output_heads: int = 16
     local_neighbours: int = 3
-    schedule: str | None = None
-    timesteps: int = 1000
     coord_scale: float = 10.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -201,6 +196,7 @@ class BackboneDenoiser(nn.Module):
         mask: jax.Array | None = None,
         cond: jax.Array | None = None,
         *,
+        noise_level: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """Predict the noise eps in x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps.
@@ -210,6 +206,8 @@ class BackboneDenoiser(nn.Module):
           t: [B] integer timesteps.
           mask: [B, L] bool, True at real residues (None = all real).
           cond: [B, L] int chain positions p (None = arange(L)); only differences matter.
+          noise_level: [B] float s_t = sqrt(ab_t / (1 - ab_t)) of the schedule at `t`, the factor of the
+            local x0 term (None = ones); `protgen_jax.diffusion.with_noise_level` supplies it.
           deterministic: disables dropout in the trunk.
 
         Returns:
@@ -226,6 +224,9 @@ class BackboneDenoiser(nn.Module):
         if cond is None:
             cond = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         chex.assert_shape(cond, (batch, length))
+        if noise_level is None:
+            noise_level = jnp.ones((batch,), jnp.float32)
+        chex.assert_shape(noise_level, (batch,))
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = jnp.where(mask[..., None], x_t.astype(jnp.float32), 0.0)
@@ -258,23 +259,14 @@ class BackboneDenoiser(nn.Module):
             name="trunk",
             **kw,
         )(features, t, mask, None, attn_bias=trunk_bias, deterministic=deterministic)
-        return self._equivariant_head(h, features, x, t, mask, head_bias)
-
-    def _sqrt_snr(self, t: jax.Array) -> jax.Array:
-        """sqrt(ab_t / (1 - ab_t)) [B] of the named schedule (ones when `schedule` is None)."""
-        if self.schedule is None:
-            return jnp.ones(t.shape, jnp.float32)
-        with jax.ensure_compile_time_eval():  # a constant table, also when traced under jit
-            ab = np.asarray(get_schedule(self.schedule, self.timesteps).alpha_bars, np.float64)
-        table = jnp.asarray(np.sqrt(ab / (1.0 - ab)), jnp.float32)
-        return table[t]
+        return self._equivariant_head(h, features, x, noise_level, mask, head_bias)
 
     def _equivariant_head(
         self,
         h: jax.Array,
         features: jax.Array,
         x: jax.Array,
-        t: jax.Array,
+        noise_level: jax.Array,
         mask: jax.Array,
         bias: jax.Array,
     ) -> jax.Array:
@@ -310,7 +302,7 @@ class BackboneDenoiser(nn.Module):
                 name="local_x0_gain",
                 param_dtype=self.param_dtype,
             )(jnp.concatenate([h.astype(jnp.float32), features], axis=-1))
-            local_gain = local_gain + self._sqrt_snr(t)[:, None, None] * shift
+            local_gain = local_gain + noise_level.astype(jnp.float32)[:, None, None] * shift
             for i, k in enumerate(offsets):
                 neighbour, ok = _shift(x, mask, k)
                 eps = eps + (local_gain[..., i] * ok)[..., None] * (x - neighbour)

@@ -18,14 +18,11 @@ hook                        what the family supplies
 ``sample / evaluate``       the commands, given a :class:`LoadedRun`, typed options and a key
 ==========================  ====================================================================
 
-The base owns, once: the run folder (:class:`RunDir`), resume, the time budget, data parallelism,
-compute dtype, the NaN guard, ``metrics.jsonl``, curves, ``summary.json``, :meth:`Recipe.load_run`
-(one return type), the EMA choice and the key tree (``protgen_jax.keys``: ``init``, ``train``,
-``eval`` for training; ``sample``, ``evaluate``, ``score`` for commands, all from one root key).
-
-Training runs ``steps_per_call`` updates per host call inside one ``lax.scan`` that draws its own
-batches on the device (``train.make_scan_train_step``); the host picks a batch group (a length bucket)
-per call, pulls the metrics once per call and writes them every ``log_every`` steps.
+The base owns, once: the run folder (:class:`RunDir`), data parallelism and compute dtype choices, the
+``metrics.jsonl`` / curves / ``summary.json`` files, :meth:`Recipe.load_run` (one return type), the EMA
+choice and the key tree (``protgen_jax.keys``: ``init``, ``train``, ``eval`` for training; ``sample``,
+``evaluate``, ``score`` for commands, all from one root key). The training loop itself (device-side
+steps, resume, time budget, NaN guard) is :func:`protgen_jax.fit.fit`, usable without a recipe.
 """
 
 from __future__ import annotations
@@ -36,74 +33,28 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from protgen_jax import alphabet, keys
 from protgen_jax.checkpoint import Checkpointer, save_json_atomic
-from protgen_jax.errors import DataError, TrainingError
+from protgen_jax.errors import DataError
+from protgen_jax.fit import (
+    BatchGroup,
+    TrainConfig,
+    check_train_config,
+    device_count,
+    fit,
+    read_metrics,
+)
 from protgen_jax.recipes.config import config_to_dict, load_config
 from protgen_jax.recipes.options import Option, resolve_options
-from protgen_jax.sharding import data_sharding, make_mesh, replicated
-from protgen_jax.train import TrainState, make_scan_train_step
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Keys every family has (a family's config subclasses this and may change the defaults).
-
-    ``steps_per_call``: updates per host call, inside one ``lax.scan`` on the device.
-    ``dtype``: compute dtype of the networks (``float32`` or ``bfloat16``); parameters, optimizer state
-    and losses stay float32.
-    ``devices``: data parallelism over local devices: 0 = as many as divide every batch size (all of
-    them when they do), 1 = one device, n = exactly n (an error if a batch size is not a multiple).
-    ``time_limit_minutes``: stop at the last checkpoint before the budget of this call would be passed
-    (0 = no limit); the same command resumes.
-    """
-
-    data: str = ""
-    steps: int = 1000
-    seed: int = 0
-    ema_decay: float = 0.0
-    log_every: int = 50
-    eval_every: int = 1000
-    checkpoint_every: int = 1000
-    time_limit_minutes: float = 0.0
-    steps_per_call: int = 10
-    dtype: str = "float32"
-    devices: int = 0
-
-
-def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:
-    """DataError naming the first config key among ``names`` whose value is below ``low``."""
-    for name in names:
-        if getattr(config, name) < low:
-            raise DataError(f"{name} must be >= {low:g}, got {getattr(config, name)}")
-
-
-def check_train_config(config: TrainConfig) -> None:
-    """Host-side checks of the shared keys; DataError names the key and the value."""
-    require_at_least(config, ("steps", "log_every", "checkpoint_every", "steps_per_call"), 1)
-    require_at_least(config, ("eval_every", "seed", "devices", "time_limit_minutes"), 0)
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise DataError(f"ema_decay must lie in [0, 1), got {config.ema_decay}")
-    if config.dtype not in DTYPES:
-        raise DataError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
-
-
-def compute_dtype(config: TrainConfig) -> Any:
-    """The networks' compute dtype named by ``config.dtype``."""
-    return DTYPES[config.dtype]
+from protgen_jax.train import TrainState
 
 
 class RunDir:
@@ -135,40 +86,6 @@ class RunDir:
             raise DataError(f"{self.info}: unreadable run info ({err})") from err
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file (missing file: empty list; a torn last line is ignored)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (written after the checkpoint a run resumes from)."""
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
-
-
-class BatchGroup(NamedTuple):
-    """Batches of one shape: ``draw(arrays, key, step) -> batch`` (pure, jittable) over ``arrays``
-    (a pytree of host arrays, put on the device once). ``weight`` is the chance that a call uses this
-    group; ``batch_size`` the leading size of every batch leaf (data parallelism splits it)."""
-
-    arrays: Any
-    draw: Callable[[Any, jax.Array, jax.Array], Any]
-    batch_size: int
-    weight: float = 1.0
-    name: str = ""
-
-
 class LoadedRun(NamedTuple):
     """What commands need from a trained run: ``params`` are the EMA params when the run keeps them."""
 
@@ -196,24 +113,6 @@ def padded_map(
         if progress is not None:
             progress.update(real)
     return np.concatenate(outs) if outs else np.zeros((0,))
-
-
-def _device_count(config: TrainConfig, groups: list[BatchGroup]) -> int:
-    """How many devices the batches are split over (see :class:`TrainConfig`): every process's
-    devices after ``jax.distributed.initialize()``, else this host's."""
-    available = jax.device_count()
-    sizes = [g.batch_size for g in groups]
-    if config.devices == 0:
-        return max(d for d in range(1, available + 1) if all(s % d == 0 for s in sizes))
-    if config.devices > available:
-        raise DataError(f"devices={config.devices} but only {available} devices are visible")
-    bad = [s for s in sizes if s % config.devices]
-    if bad:
-        raise DataError(
-            f"devices={config.devices} does not divide the batch size(s) {sorted(set(bad))}; "
-            "choose a batch size that is a multiple of it, or devices=0"
-        )
-    return config.devices
 
 
 class Recipe(abc.ABC):
@@ -344,7 +243,7 @@ class Recipe(abc.ABC):
             self.save_data(run, data)
         model = self.build_model(config, data)
         groups = self.batches(config, data)
-        num_devices = _device_count(config, groups)
+        num_devices = device_count(config, groups)
         save_json_atomic(run.config, config_to_dict(config))
         save_json_atomic(
             run.info,
@@ -363,9 +262,11 @@ class Recipe(abc.ABC):
         state = self.init_state(model, config, data, keys.named(root, "init"))
         eval_fn = self.make_eval(model, config, data, keys.named(root, "eval"))
         with Checkpointer(run.checkpoints, max_to_keep=2) as ckpt:
-            state, stopped = _fit(
-                self, config, run, state, model, data, groups, num_devices, eval_fn, ckpt,
-                keys.named(root, "train"), started, progress,
+            state, stopped = fit(
+                config, state, groups, self.loss_fn(model, config, data), self.optimizer(config),
+                ckpt, run.metrics, keys.named(root, "train"), eval_fn=eval_fn,
+                eval_params=lambda s: self.chosen_params(s, config), num_devices=num_devices,
+                started=started, progress=progress, desc=f"train {self.model_name(config)}",
             )  # fmt: skip
         return self._finish(config, run, data, state, stopped, started)
 
@@ -434,114 +335,6 @@ class Recipe(abc.ABC):
     def check_command(self, command: str, opts: SimpleNamespace, runs: list[RunDir]) -> None:
         """Checks of a command's options against the run folders, before any model is built; optional (none by default)."""
         return None
-
-
-def _fit(
-    recipe: Recipe, config, run, state, model, data, groups, num_devices, eval_fn, ckpt, train_key,
-    started, progress,
-):  # fmt: skip
-    """The training loop: resume, segments between checkpoints under the time budget, device steps.
-
-    Returns ``(state, stopped_by_time_limit)``.
-    """
-    restored = ckpt.restore_or_none(state)
-    start = 0
-    if restored is not None:
-        state = restored[0]
-        start = int(jax.device_get(state.step))
-        _truncate_metrics(run.metrics, start)
-    if start >= config.steps:
-        return state, False
-
-    batch_sharding = None
-    if num_devices > 1:
-        mesh = make_mesh(num_devices)
-        state = jax.device_put(state, replicated(mesh))
-        batch_sharding = data_sharding(mesh)
-        place = lambda a: jax.device_put(a, replicated(mesh))  # noqa: E731
-    else:
-        place = jax.device_put
-    group_arrays = [place(g.arrays) for g in groups]
-    loss_fn = recipe.loss_fn(model, config, data)
-    optimizer = recipe.optimizer(config)
-    step_fns: dict[tuple[int, int], Callable] = {}
-
-    def step_fn(group: int, n: int) -> Callable:
-        if (group, n) not in step_fns:
-            step_fns[(group, n)] = make_scan_train_step(
-                loss_fn, optimizer, groups[group].draw, steps_per_call=n,
-                batch_sharding=batch_sharding,
-            )  # fmt: skip
-        return step_fns[(group, n)]
-
-    group_key = keys.named(train_key, "group")
-    weights = np.array([g.weight for g in groups], np.float64)
-    weights /= weights.sum()
-    boundaries = [config.checkpoint_every, config.log_every] + (
-        [config.eval_every] if eval_fn is not None and config.eval_every else []
-    )
-    deadline = started + 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
-    t0 = time.perf_counter()
-    pending: list[dict[str, np.ndarray]] = []
-    segment_seconds = 0.0
-    segment_start = time.perf_counter()
-    step, stopped = start, False
-    bar = tqdm(
-        total=config.steps, initial=start, desc=f"train {recipe.model_name(config)}",
-        disable=not progress, dynamic_ncols=True,
-    )  # fmt: skip
-    with run.metrics.open("a") as log:
-        while step < config.steps:
-            next_stop = min(
-                [config.steps] + [(step // b + 1) * b for b in boundaries if b > 0]
-            )  # the next step at which something is logged, evaluated or saved
-            n = min(config.steps_per_call, next_stop - step)
-            group = 0
-            if len(groups) > 1:  # the batch group of this call: a pure function of (key, step)
-                rng = keys.numpy_rng(jax.random.fold_in(group_key, step))
-                group = int(rng.choice(len(groups), p=weights))
-            state, metrics = step_fn(group, n)(state, group_arrays[group], train_key)
-            host = jax.device_get(metrics)
-            losses = np.asarray(host["loss"])
-            if not np.all(np.isfinite(losses)):
-                bad = step + int(np.argmin(np.isfinite(losses))) + 1
-                last = ckpt.latest_step()
-                raise TrainingError(
-                    f"{run.path}: the training loss became non-finite at step {bad}; nothing after "
-                    f"step {last or 0} was saved (the last good checkpoint is intact). Lower "
-                    "learning_rate, or use dtype=float32, then run the same command to resume"
-                )
-            pending.append(host)
-            step += n
-            bar.update(n)
-            if step % config.log_every == 0 or step == config.steps:
-                record = {k: float(np.mean(np.concatenate([p[k] for p in pending]))) for k in host}
-                pending.clear()
-                bar.set_postfix(loss=f"{record['loss']:.4g}")
-                elapsed = time.perf_counter() - t0
-                log.write(json.dumps({"step": step, "split": "train", "time": elapsed, **record}))
-                log.write("\n")
-                log.flush()
-            if (
-                eval_fn is not None
-                and config.eval_every
-                and (step % config.eval_every == 0 or step == config.steps)
-            ):
-                out = eval_fn(recipe.chosen_params(state, config), step)
-                log.write(json.dumps({"step": step, "split": "eval", **out}) + "\n")
-                log.flush()
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                ckpt.save(step, state)
-                now = time.perf_counter()
-                segment_seconds, segment_start = now - segment_start, now
-                if deadline is not None and step < config.steps:
-                    remaining = min(config.checkpoint_every, config.steps - step)
-                    predicted = segment_seconds * remaining / max(config.checkpoint_every, 1)
-                    if now + predicted > deadline:
-                        stopped = True
-                        break
-    bar.close()
-    return state, stopped
 
 
 def round_up(value: int, multiple: int) -> int:

@@ -14,7 +14,6 @@ from protgen_jax.recipes.backbone.commands import (
     Backbone,
     generate,
     heldout_bound,
-    json_ready,
     load_reference,
 )
 from protgen_jax.recipes.backbone.motif import Motif, motif_metrics, parse_motif
@@ -28,6 +27,7 @@ from protgen_jax.recipes.backbone.recipe import (
     bucket_for,
     chain_positions,
     data_folder,
+    denoiser,
     load_structures,
     make_draw,
     make_loss_fn,
@@ -48,9 +48,9 @@ __all__ = [
     "bucket_for",
     "chain_positions",
     "data_folder",
+    "denoiser",
     "generate",
     "heldout_bound",
-    "json_ready",
     "load_reference",
     "load_structures",
     "make_draw",

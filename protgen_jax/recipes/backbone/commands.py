@@ -47,6 +47,7 @@ from protgen_jax.recipes.backbone.recipe import (
     BackboneConfig,
     BackboneRecipe,
     ChainSet,
+    denoiser,
     make_schedule,
 )
 from protgen_jax.recipes.base import LoadedRun
@@ -182,17 +183,6 @@ def generate(
     return samples, trajectories
 
 
-def json_ready(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (strict JSON has no NaN / inf)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def _noise_scale(opts: SimpleNamespace, config: BackboneConfig) -> float:
     """``--noise-scale`` if given (bounds checked by its Option), else the run's ``sample_noise_scale``."""
     return config.sample_noise_scale if opts.noise_scale is None else float(opts.noise_scale)
@@ -219,7 +209,7 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
     started = time.perf_counter()
     samples, trajectories = generate(
         keys.named(key, "backbones"),
-        Partial(run.model.apply, run.params),
+        denoiser(run.model, run.params, schedule),
         config,
         schedule,
         [length] * opts.num,
@@ -248,7 +238,6 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
     }
     if motif is not None:
         summary["motif"] = motif_metrics(samples, motif)
-    summary = json_ready(summary)
     save_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -331,7 +320,7 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     reference = load_reference(config, run.data.holdout, opts.data, progress)
     lo, hi = config.eval_min_length, config.eval_max_length
     lengths = keys.numpy_rng(keys.named(key, "lengths")).integers(lo, hi + 1, num).tolist()
-    denoise_fn = Partial(run.model.apply, run.params)
+    denoise_fn = denoiser(run.model, run.params, schedule)
     t0 = time.perf_counter()
     noise_scale = _noise_scale(opts, config)
     samples, _ = generate(
@@ -376,7 +365,6 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     for i, x in enumerate(samples[:16]):
         write_ca_pdb(Path(f"{stem}_samples") / f"sample_{i:04d}.pdb", x)
     report["seconds"] = time.perf_counter() - started
-    report = json_ready(report)
     save_json_atomic(out, report)
     return report
 

@@ -13,7 +13,8 @@ model units; the cosine schedule spends ~5.6% of its steps below that level, the
 the targets here (bond lengths within 0.2 Å) are decided in those steps.
 
 The denoiser is :class:`protgen_jax.nn.backbone.BackboneDenoiser` (SE(3)-equivariant transformer with
-pairwise-distance attention bias and relative chain positions). Chain positions come from the author
+pairwise-distance attention bias and relative chain positions); it takes the noise level sqrt(SNR_t) as
+an input, which :func:`denoiser` looks up from the configured schedule. Chain positions come from the author
 residue numbers across chain breaks, so a gap in a natural chain reads as a gap, not as a bond.
 
 Sampling, motif scaffolding and evaluation are in :mod:`protgen_jax.recipes.backbone.commands`.
@@ -36,18 +37,12 @@ from jax.tree_util import Partial
 from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.structures import COORD_SCALE, Chain, center, load_folder, split_holdout
-from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample
+from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
 from protgen_jax.diffusion.losses import noise_mse
 from protgen_jax.errors import DataError
+from protgen_jax.fit import BatchGroup, TrainConfig, compute_dtype, require_at_least
 from protgen_jax.nn.backbone import BackboneDenoiser
-from protgen_jax.recipes.base import (
-    BatchGroup,
-    Recipe,
-    RunDir,
-    TrainConfig,
-    compute_dtype,
-    require_at_least,
-)
+from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.structure.frames import apply_rotation, random_rotation
 from protgen_jax.structure.noise import zero_com_noise
 
@@ -234,6 +229,13 @@ def make_schedule(config: BackboneConfig) -> Schedule:
         raise DataError(str(err)) from err
 
 
+def denoiser(model: BackboneDenoiser, params: Any, schedule: Schedule) -> Partial:
+    """``denoise_fn(x_t, t, mask, cond) = model.apply(params, x_t, t, mask, cond,
+    noise_level=sqrt(ab_t / (1 - ab_t)))`` of ``schedule`` (a pytree Partial: no recompiles for new
+    params)."""
+    return with_noise_level(Partial(model.apply, params), schedule)
+
+
 def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Schedule):
     """``loss_fn(params, batch, key) -> (mean eps-MSE, {})``.
 
@@ -249,7 +251,7 @@ def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Sche
             x0 = apply_rotation(random_rotation(rot_key, x0.shape[0]), x0)
         losses = diffusion_loss(
             loss_key,
-            Partial(model.apply, params),
+            denoiser(model, params, schedule),
             schedule,
             x0,
             batch["mask"],
@@ -389,8 +391,6 @@ class BackboneRecipe(Recipe):
             max_relative_position=config.max_relative_position,
             output_heads=config.output_heads,
             local_neighbours=config.local_neighbours,
-            schedule=config.schedule,
-            timesteps=config.timesteps,
             coord_scale=COORD_SCALE,
             dtype=compute_dtype(config),
         )
@@ -453,7 +453,8 @@ class BackboneRecipe(Recipe):
         def mse(params, t):
             tb = jnp.full((x0.shape[0],), t)
             x_t = q_sample(schedule, x0, tb, noise)
-            return jnp.mean(noise_mse(model.apply(params, x_t, tb, mask, positions), noise, mask))
+            eps_hat = denoiser(model, params, schedule)(x_t, tb, mask, positions)
+            return jnp.mean(noise_mse(eps_hat, noise, mask))
 
         def eval_fn(params, step):
             del step

@@ -44,8 +44,9 @@ from protgen_jax.discrete import (
     vlb_nll,
 )
 from protgen_jax.discrete.relax import relax_loss, relax_nll_bound, relax_sample, token_embeddings
+from protgen_jax.fit import compute_dtype
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
-from protgen_jax.recipes.base import compute_dtype, padded_map
+from protgen_jax.recipes.base import padded_map
 
 _NEG_LOGIT = -1e9  # the GAP and MASK logits of absorbing D3PM: x0 is never either
 

@@ -39,7 +39,8 @@ from protgen_jax.data.sequences import (
     save_sequence_set,
 )
 from protgen_jax.errors import DataError
-from protgen_jax.recipes.base import BatchGroup, Recipe, RunDir, TrainConfig
+from protgen_jax.fit import BatchGroup, TrainConfig
+from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model
 from protgen_jax.train import make_eval_step
 

@@ -29,17 +29,11 @@ from protgen_jax.data import (
     sequence_weights,
 )
 from protgen_jax.errors import DataError
+from protgen_jax.fit import BatchGroup, TrainConfig, compute_dtype, require_at_least
 from protgen_jax.metrics import spearman
 from protgen_jax.nn import ProteinVAE
 from protgen_jax.nn.deepsequence import SequenceVAE
-from protgen_jax.recipes.base import (
-    BatchGroup,
-    Recipe,
-    RunDir,
-    TrainConfig,
-    compute_dtype,
-    require_at_least,
-)
+from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.vae.dms import prepare_dms
 from protgen_jax.recipes.vae.model import (
     SCORE_ESTIMATORS,

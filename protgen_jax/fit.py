@@ -1,0 +1,280 @@
+"""The training loop every model family runs: device-side steps, resume, time budget, NaN guard, logs.
+
+``fit`` trains a :class:`~protgen_jax.train.TrainState` from ``config.steps`` and a list of
+:class:`BatchGroup` (device-resident arrays + a pure ``draw(arrays, key, step) -> batch``):
+
+- each host call runs ``n <= steps_per_call`` updates in one ``lax.scan`` (``train.make_scan_train_step``)
+  on one batch group, chosen from ``fold_in(named(train_key, "group"), step)`` with the groups' weights;
+  update ``s`` uses ``fold_in(train_key, s)``, so any split into calls, and a resume, replay the same
+  updates;
+- calls stop at every ``log_every`` (the mean metrics go to ``metrics.jsonl``), ``eval_every`` (``eval_fn``)
+  and ``checkpoint_every`` boundary (a checkpoint);
+- resume: the latest checkpoint is restored and metrics written after it are dropped;
+- time budget: after a checkpoint, stop if the next segment (timed as the last one) would pass
+  ``time_limit_minutes``; the same call resumes later;
+- a non-finite loss raises ``TrainingError`` before anything of that call is saved;
+- ``num_devices > 1`` replicates the state and splits every batch over a 1-D mesh (``sharding``).
+
+:class:`TrainConfig` holds the keys every family shares; family configs subclass it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from protgen_jax import keys
+from protgen_jax.checkpoint import Checkpointer, strict_json
+from protgen_jax.errors import DataError, TrainingError
+from protgen_jax.sharding import data_sharding, make_mesh, replicated
+from protgen_jax.train import LossFn, TrainState, make_scan_train_step
+
+__all__ = [
+    "DTYPES",
+    "BatchGroup",
+    "TrainConfig",
+    "check_train_config",
+    "compute_dtype",
+    "device_count",
+    "fit",
+    "read_metrics",
+    "require_at_least",
+]
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Keys every family has (a family's config subclasses this and may change the defaults).
+
+    ``steps_per_call``: updates per host call, inside one ``lax.scan`` on the device.
+    ``dtype``: compute dtype of the networks (``float32`` or ``bfloat16``); parameters, optimizer state
+    and losses stay float32.
+    ``devices``: data parallelism over local devices: 0 = as many as divide every batch size (all of
+    them when they do), 1 = one device, n = exactly n (an error if a batch size is not a multiple).
+    ``time_limit_minutes``: stop at the last checkpoint before the budget of this call would be passed
+    (0 = no limit); the same command resumes.
+    """
+
+    data: str = ""
+    steps: int = 1000
+    seed: int = 0
+    ema_decay: float = 0.0
+    log_every: int = 50
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    time_limit_minutes: float = 0.0
+    steps_per_call: int = 10
+    dtype: str = "float32"
+    devices: int = 0
+
+
+def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:
+    """DataError naming the first config key among ``names`` whose value is below ``low``."""
+    for name in names:
+        if getattr(config, name) < low:
+            raise DataError(f"{name} must be >= {low:g}, got {getattr(config, name)}")
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Host-side checks of the shared keys; DataError names the key and the value."""
+    require_at_least(config, ("steps", "log_every", "checkpoint_every", "steps_per_call"), 1)
+    require_at_least(config, ("eval_every", "seed", "devices", "time_limit_minutes"), 0)
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise DataError(f"ema_decay must lie in [0, 1), got {config.ema_decay}")
+    if config.dtype not in DTYPES:
+        raise DataError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+
+
+def compute_dtype(config: TrainConfig) -> Any:
+    """The networks' compute dtype named by ``config.dtype``."""
+    return DTYPES[config.dtype]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file (missing file: empty list; a torn last line is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step`` (written after the checkpoint a run resumes from)."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+
+
+class BatchGroup(NamedTuple):
+    """Batches of one shape: ``draw(arrays, key, step) -> batch`` (pure, jittable) over ``arrays``
+    (a pytree of host arrays, put on the device once). ``weight`` is the chance that a call uses this
+    group; ``batch_size`` the leading size of every batch leaf (data parallelism splits it)."""
+
+    arrays: Any
+    draw: Callable[[Any, jax.Array, jax.Array], Any]
+    batch_size: int
+    weight: float = 1.0
+    name: str = ""
+
+
+def device_count(config: TrainConfig, groups: list[BatchGroup]) -> int:
+    """How many devices the batches are split over (see :class:`TrainConfig`): every process's
+    devices after ``jax.distributed.initialize()``, else this host's."""
+    available = jax.device_count()
+    sizes = [g.batch_size for g in groups]
+    if config.devices == 0:
+        return max(d for d in range(1, available + 1) if all(s % d == 0 for s in sizes))
+    if config.devices > available:
+        raise DataError(f"devices={config.devices} but only {available} devices are visible")
+    bad = [s for s in sizes if s % config.devices]
+    if bad:
+        raise DataError(
+            f"devices={config.devices} does not divide the batch size(s) {sorted(set(bad))}; "
+            "choose a batch size that is a multiple of it, or devices=0"
+        )
+    return config.devices
+
+
+def fit(
+    config: TrainConfig,
+    state: TrainState,
+    groups: list[BatchGroup],
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    ckpt: Checkpointer,
+    metrics_path: Path,
+    train_key: jax.Array,
+    *,
+    eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
+    eval_params: Callable[[TrainState], Any] = lambda state: state.params,
+    num_devices: int = 1,
+    started: float | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[TrainState, bool]:
+    """Train (or resume) to ``config.steps``; see the module docstring. Returns ``(state, stopped)``,
+    ``stopped`` True when the time budget ended the call early.
+
+    ``eval_fn(params, step) -> metrics`` gets ``eval_params(state)`` (e.g. the EMA params);
+    ``started``: ``time.perf_counter()`` at the start of the call (the budget counts from it).
+    """
+    started = time.perf_counter() if started is None else started
+    restored = ckpt.restore_or_none(state)
+    start = 0
+    if restored is not None:
+        state = restored[0]
+        start = int(jax.device_get(state.step))
+        _truncate_metrics(metrics_path, start)
+    if start >= config.steps:
+        return state, False
+
+    batch_sharding = None
+    if num_devices > 1:
+        mesh = make_mesh(num_devices)
+        state = jax.device_put(state, replicated(mesh))
+        batch_sharding = data_sharding(mesh)
+        place = lambda a: jax.device_put(a, replicated(mesh))  # noqa: E731
+    else:
+        place = jax.device_put
+    group_arrays = [place(g.arrays) for g in groups]
+    step_fns: dict[tuple[int, int], Callable] = {}
+
+    def step_fn(group: int, n: int) -> Callable:
+        if (group, n) not in step_fns:
+            step_fns[(group, n)] = make_scan_train_step(
+                loss_fn, optimizer, groups[group].draw, steps_per_call=n,
+                batch_sharding=batch_sharding,
+            )  # fmt: skip
+        return step_fns[(group, n)]
+
+    group_key = keys.named(train_key, "group")
+    weights = np.array([g.weight for g in groups], np.float64)
+    weights /= weights.sum()
+    boundaries = [config.checkpoint_every, config.log_every] + (
+        [config.eval_every] if eval_fn is not None and config.eval_every else []
+    )
+    deadline = started + 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
+    t0 = time.perf_counter()
+    pending: list[dict[str, np.ndarray]] = []
+    segment_seconds = 0.0
+    segment_start = time.perf_counter()
+    step, stopped = start, False
+    bar = tqdm(
+        total=config.steps, initial=start, desc=desc,
+        disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+    with Path(metrics_path).open("a") as log:
+        while step < config.steps:
+            next_stop = min(
+                [config.steps] + [(step // b + 1) * b for b in boundaries if b > 0]
+            )  # the next step at which something is logged, evaluated or saved
+            n = min(config.steps_per_call, next_stop - step)
+            group = 0
+            if len(groups) > 1:  # the batch group of this call: a pure function of (key, step)
+                rng = keys.numpy_rng(jax.random.fold_in(group_key, step))
+                group = int(rng.choice(len(groups), p=weights))
+            state, metrics = step_fn(group, n)(state, group_arrays[group], train_key)
+            host = jax.device_get(metrics)
+            losses = np.asarray(host["loss"])
+            if not np.all(np.isfinite(losses)):
+                bad = step + int(np.argmin(np.isfinite(losses))) + 1
+                last = ckpt.latest_step()
+                raise TrainingError(
+                    f"{Path(metrics_path).parent}: the training loss became non-finite at step {bad}; nothing after "
+                    f"step {last or 0} was saved (the last good checkpoint is intact). Lower "
+                    "learning_rate, or use dtype=float32, then run the same command to resume"
+                )
+            pending.append(host)
+            step += n
+            bar.update(n)
+            if step % config.log_every == 0 or step == config.steps:
+                record = {k: float(np.mean(np.concatenate([p[k] for p in pending]))) for k in host}
+                pending.clear()
+                bar.set_postfix(loss=f"{record['loss']:.4g}")
+                elapsed = time.perf_counter() - t0
+                log.write(
+                    json.dumps(
+                        strict_json({"step": step, "split": "train", "time": elapsed, **record})
+                    )
+                )
+                log.write("\n")
+                log.flush()
+            if (
+                eval_fn is not None
+                and config.eval_every
+                and (step % config.eval_every == 0 or step == config.steps)
+            ):
+                out = eval_fn(eval_params(state), step)
+                log.write(json.dumps(strict_json({"step": step, "split": "eval", **out})) + "\n")
+                log.flush()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                ckpt.save(step, state)
+                now = time.perf_counter()
+                segment_seconds, segment_start = now - segment_start, now
+                if deadline is not None and step < config.steps:
+                    remaining = min(config.checkpoint_every, config.steps - step)
+                    predicted = segment_seconds * remaining / max(config.checkpoint_every, 1)
+                    if now + predicted > deadline:
+                        stopped = True
+                        break
+    bar.close()
+    return state, stopped
