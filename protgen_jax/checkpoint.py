@@ -23,73 +23,18 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
 
 _STATE = "state"
 _METADATA = "metadata"
-
-
-def strict_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, +-inf) replaced by None and NumPy scalars by Python ones,
-    so it serialises as strict JSON (which has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
-    """Write `obj` as strict JSON to `path` atomically: a temporary file in the same folder + `os.replace`.
-
-    A reader sees either the previous file or the complete new one, never a half-written file. Non-finite
-    floats are written as null (`strict_json`); the file gets the usual permissions (0666 minus the umask),
-    not the 0600 of a temporary file.
-
-    Args:
-        path: destination file; its folder is created if missing.
-        obj: a JSON-serialisable object (NumPy scalars allowed).
-        indent: `json.dump` indentation (None for one line).
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(strict_json(obj), indent=indent, sort_keys=False, allow_nan=False)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _abstract_leaf(leaf: Any) -> Any:

@@ -34,7 +34,8 @@ import optax
 from tqdm.auto import tqdm
 
 from protgen_jax import keys
-from protgen_jax.checkpoint import Checkpointer, strict_json
+from protgen_jax.atomic import atomic_write, strict_json
+from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.errors import DataError, TrainingError
 from protgen_jax.sharding import data_sharding, make_mesh, replicated
 from protgen_jax.train import LossFn, TrainState, make_scan_train_step
@@ -119,9 +120,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop records after ``last_step`` (written after the checkpoint a run resumes from)."""
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class BatchGroup(NamedTuple):

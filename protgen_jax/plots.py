@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from protgen_jax.atomic import atomic_write
+
 
 def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
     """``pyplot.subplots`` without pyplot: a Figure on its own Agg canvas, and its axes."""
@@ -25,10 +27,9 @@ def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
-    tmp.replace(path)
+    with atomic_write(path, binary=True) as handle:  # bbox "tight" keeps legends outside the axes
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -12,7 +12,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from protgen_jax.checkpoint import Checkpointer, save_json_atomic
+from protgen_jax.atomic import atomic_write, save_json_atomic, save_npz_atomic
+from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.train import TrainState
 
 
@@ -207,3 +208,15 @@ def test_save_json_atomic_writes_strict_json_with_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "data.npz"
+    save_npz_atomic(path, x=np.arange(3))
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_write(path, binary=True) as handle:
+            handle.write(b"partial")
+            raise RuntimeError("disk full")
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(npz["x"], np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["data.npz"]

@@ -8,11 +8,11 @@ half a file.
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protgen_jax.atomic import atomic_write
 from protgen_jax.errors import DataError
 
 __all__ = ["FastaRecord", "read_fasta", "read_records", "write_fasta"]
@@ -202,11 +202,5 @@ def write_fasta(
         lines.append(f">{header}\n")
         width = line_width or max(len(sequence), 1)
         lines.extend(sequence[i : i + width] + "\n" for i in range(0, len(sequence), width))
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.writelines(lines)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        stream.writelines(lines)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from protgen_jax import alphabet as vocab
+from protgen_jax.atomic import save_npz_atomic
 from protgen_jax.data.fasta import FastaRecord, read_records
 from protgen_jax.errors import DataError
 
@@ -218,13 +219,11 @@ def read_sequences(
 def save_sequence_set(path: str | Path, data: SequenceSet, **extra: np.ndarray) -> None:
     """Write ``data`` (and named ``[N]`` arrays such as a split) to a compressed ``.npz``, atomically."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(
-        tmp, tokens=data.tokens, offsets=data.offsets, labels=data.labels, ids=np.asarray(data.ids),
+    save_npz_atomic(
+        path, tokens=data.tokens, offsets=data.offsets, labels=data.labels, ids=np.asarray(data.ids),
         family_names=np.asarray(data.family_names, dtype=str), num_skipped=data.num_skipped,
         **{f"extra_{k}": v for k, v in extra.items()},
     )  # fmt: skip
-    tmp.replace(path)
 
 
 def load_sequence_set(path: str | Path) -> tuple[SequenceSet, dict[str, np.ndarray]]:

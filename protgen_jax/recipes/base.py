@@ -42,7 +42,8 @@ import numpy as np
 import optax
 
 from protgen_jax import alphabet, keys
-from protgen_jax.checkpoint import Checkpointer, save_json_atomic
+from protgen_jax.atomic import save_json_atomic
+from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
     BatchGroup,

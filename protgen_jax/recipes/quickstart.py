@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.atomic import save_json_atomic
 from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.vae import RECIPE, VAEConfig, default_dms
 

@@ -4,8 +4,6 @@ Files are written atomically: to a temporary file in the destination folder, the
 target, so a reader never sees a half-written file and an interrupted run leaves the old file intact.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import biotite.structure as struc
@@ -13,6 +11,7 @@ import numpy as np
 from biotite.sequence import ProteinSequence
 from biotite.structure.io import pdb
 
+from protgen_jax.atomic import atomic_write
 from protgen_jax.errors import DataError
 
 __all__ = ["write_ca_pdb", "write_trajectory_pdb"]
@@ -60,16 +59,8 @@ def _check_coords(coords: np.ndarray, path: Path) -> None:
 def _write_atomic(path: Path, atoms: struc.AtomArray | struc.AtomArrayStack) -> None:
     pdb_file = pdb.PDBFile()
     pdb_file.set_structure(atoms)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; give the file ordinary permissions
-        with os.fdopen(fd, "w") as handle:
-            pdb_file.write(handle)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        pdb_file.write(handle)
 
 
 def write_ca_pdb(path: str | Path, ca: np.ndarray, sequence: str | None = None) -> None:

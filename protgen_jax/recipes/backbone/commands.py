@@ -33,7 +33,7 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from protgen_jax import keys
-from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.atomic import save_json_atomic
 from protgen_jax.data.structures import COORD_SCALE, load_chain, load_folder
 from protgen_jax.diffusion import ddim_sample, ddim_timesteps, ddpm_sample, variational_bound
 from protgen_jax.errors import DataError

@@ -22,7 +22,6 @@ Sampling, motif scaffolding and evaluation are in :mod:`protgen_jax.recipes.back
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +33,7 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from protgen_jax.checkpoint import save_json_atomic
+from protgen_jax.atomic import save_json_atomic, save_npz_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.structures import COORD_SCALE, Chain, center, load_folder, split_holdout
 from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
@@ -285,13 +284,6 @@ def _validation_steps(schedule: Schedule) -> list[int]:
     return sorted({int(f * (schedule.num_steps - 1)) for f in VALIDATION_TIMESTEPS})
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
-
-
 class BackboneRecipe(Recipe):
     """``protgen train backbone``: the training hooks (commands: :mod:`.commands`)."""
 
@@ -340,7 +332,9 @@ class BackboneRecipe(Recipe):
         arrays = {f"{split}_{field}": getattr(getattr(data, split), field)
                   for split in ("train", "holdout") for field in ChainSet.FIELDS}  # fmt: skip
         skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
-        _atomic_savez(run.file(self.data_file), **arrays, skipped=skipped, folder=data.folder)
+        save_npz_atomic(
+            run.file(self.data_file), False, **arrays, skipped=skipped, folder=data.folder
+        )
 
     def load_data(self, run: RunDir) -> BackboneData:
         path = run.file(self.data_file)

@@ -26,8 +26,8 @@ import numpy as np
 
 from protgen_jax import keys
 from protgen_jax.alphabet import decode
+from protgen_jax.atomic import save_json_atomic
 from protgen_jax.baselines import KmerNaiveBayes, UnigramBaseline
-from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.fasta import write_fasta
 from protgen_jax.data.sequences import read_inpaint_fasta, read_sequences

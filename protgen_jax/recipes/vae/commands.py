@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from protgen_jax import keys
 from protgen_jax.alphabet import decode
+from protgen_jax.atomic import atomic_write, save_json_atomic
 from protgen_jax.baselines import SiteIndependentModel
-from protgen_jax.checkpoint import save_json_atomic
 from protgen_jax.data import write_fasta
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import sequence_statistics_report, spearman
@@ -179,14 +179,13 @@ def score(runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[
 
 
 def _write_scores_csv(path: Path, dms: DMSSet, scores: np.ndarray, site: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp")
     lines = ["mutant,fitness,vae_score,site_independent_score"]
     lines += [
         f"{m},{f:.6g},{s:.6g},{b:.6g}"
         for m, f, s, b in zip(dms.mutants, dms.fitness, scores, site, strict=True)
     ]
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
 def generate(

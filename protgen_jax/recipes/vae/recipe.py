@@ -20,6 +20,7 @@ import optax
 
 from protgen_jax import keys
 from protgen_jax.alphabet import GAP
+from protgen_jax.atomic import save_npz_atomic
 from protgen_jax.data import (
     Alignment,
     effective_sample_size,
@@ -129,9 +130,8 @@ def prepare_alignment(config: VAEConfig) -> PreparedAlignment:
 def save_prepared(path: Path, prep: PreparedAlignment) -> None:
     """Store the run's alignment (tokens, weights, split, numbering) so commands need no re-read."""
     aln = prep.aln
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
+    save_npz_atomic(
+        path,
         tokens=aln.tokens,
         weights=prep.weights,
         holdout=prep.holdout,
@@ -143,7 +143,6 @@ def save_prepared(path: Path, prep: PreparedAlignment) -> None:
         ids=np.asarray(aln.ids),
         path=str(aln.path or ""),
     )
-    tmp.replace(path)
 
 
 def load_prepared(path: Path) -> PreparedAlignment:
