@@ -10,9 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from biotite.structure.io import pdb
+from jax.tree_util import Partial
 
 from protgen_jax import cli
-from protgen_jax.data.structures import COORD_SCALE, Chain, load_chain
+from protgen_jax.data.structures import (
+    COORD_SCALE,
+    Chain,
+    ChainSet,
+    bucket_for,
+    chain_positions,
+    load_chain,
+)
 from protgen_jax.diffusion import cosine_schedule, linear_schedule, sqrt_snr, with_noise_level
 from protgen_jax.errors import DataError
 from protgen_jax.fit import read_metrics
@@ -254,9 +262,9 @@ def test_local_geometry_features_of_an_ideal_trace():
 def test_chain_positions_jump_at_breaks():
     ca = np.zeros((6, 3), np.float32)
     chain = Chain("x_A", ca, "AAAAAA", np.array([1, 2, 3, 10, 11, 11]), "A", np.array([2, 4]))
-    np.testing.assert_array_equal(bb.chain_positions(chain), [0, 1, 2, 9, 10, 12])
+    np.testing.assert_array_equal(chain_positions(chain), [0, 1, 2, 9, 10, 12])
     # A saved ChainSet gives the breaks back (where positions jump) for the geometry report.
-    (trace,) = bb.ChainSet.of([chain], 8).traces()
+    (trace,) = ChainSet.of([chain], 8).traces()
     np.testing.assert_array_equal(trace.breaks, [2, 4])
     assert trace.ca.shape == (6, 3)
 
@@ -336,7 +344,7 @@ def test_data_round_trips_and_device_batches_draw_rows_of_their_bucket_only(chai
     loaded = bb.RECIPE.load_data(RunDir(tmp_path))
     assert loaded.folder == data.folder and loaded.skipped == data.skipped
     for split in ("train", "holdout"):
-        for field in bb.ChainSet.FIELDS:
+        for field in ChainSet.FIELDS:
             np.testing.assert_array_equal(
                 getattr(getattr(loaded, split), field), getattr(getattr(data, split), field)
             )
@@ -351,9 +359,7 @@ def test_data_round_trips_and_device_batches_draw_rows_of_their_bucket_only(chai
     assert [g.weight for g in groups] == [2.0, 3.0]  # chains per bucket
     key = jax.random.key(0)
     for group, bucket in zip(groups, (44, 64), strict=True):
-        members = [
-            i for i, n in enumerate(train.lengths) if bb.bucket_for(int(n), (44, 64)) == bucket
-        ]
+        members = [i for i, n in enumerate(train.lengths) if bucket_for(int(n), (44, 64)) == bucket]
         draw = jax.jit(group.draw)
         seen = set()
         for step in range(20):
@@ -541,3 +547,36 @@ def test_cli_end_to_end(chain_folder, tmp_path, capsys):
     assert cli.main(["sample", str(run), "--num", "1", "--length", "3", "--out", str(out)]) == 2
     assert "--length must be >= 8" in capsys.readouterr().err
     assert cli.main(["sample", str(run), "--num", "1", "--out", str(out), "--sampler", "x"]) == 2
+
+
+def test_sample_backbones_respects_lengths_motif_and_trajectory_frames():
+    from protgen_jax.structure.sampling import TRAJECTORY_FRAMES, sample_backbones
+
+    schedule = cosine_schedule(20)
+    zero_eps = Partial(lambda x_t, t, mask, cond: jnp.zeros_like(x_t))
+    rng = np.random.default_rng(0)
+    motif_coords = rng.normal(0.0, 5.0, (3, 3)).astype(np.float32)
+    motif = (np.array([2, 3, 7]), motif_coords)
+    samples, trajectories = sample_backbones(
+        jax.random.key(0), zero_eps, schedule, [9, 12, 10], batch_size=2, motif=motif,
+        trajectory=True, progress=False,
+    )  # fmt: skip
+    assert [s.shape for s in samples] == [(9, 3), (12, 3), (10, 3)]
+    assert all(t.shape[0] <= TRAJECTORY_FRAMES and t.shape[1:] == s.shape
+               for t, s in zip(trajectories, samples, strict=True))  # fmt: skip
+    want = np.linalg.norm(motif_coords[:, None] - motif_coords[None], axis=-1)
+    for s in samples:  # the motif is kept rigidly (up to the final re-centring)
+        got = s[motif[0]]
+        np.testing.assert_allclose(
+            np.linalg.norm(got[:, None] - got[None], axis=-1), want, atol=1e-3
+        )
+    again, _ = sample_backbones(
+        jax.random.key(0),
+        zero_eps,
+        schedule,
+        [9, 12, 10],
+        batch_size=2,
+        motif=motif,
+        progress=False,
+    )
+    np.testing.assert_array_equal(again[2], samples[2])  # same key, same chunking: same samples

@@ -11,10 +11,11 @@ from biotite.structure.io import pdb, pdbx
 from protgen_jax.data.structures import (
     COORD_SCALE,
     Chain,
+    ChainSet,
+    bucket_for,
     center,
     load_chain,
     load_folder,
-    pad_batch,
     split_holdout,
 )
 from protgen_jax.errors import DataError
@@ -210,22 +211,30 @@ def test_split_holdout_is_stable_and_near_fraction():
         split_holdout(chains, fraction=1.5)
 
 
-def test_center_and_pad_batch():
+def test_chain_set_centres_scales_pads_and_buckets():
     rng = np.random.default_rng(0)
-    traces = [rng.normal(5.0, 3.0, (n, 3)).astype(np.float32) for n in (70, 100, 41)]
-    coords, mask = pad_batch(traces)
-    assert coords.shape == (3, 128, 3) and coords.dtype == np.float32 and mask.dtype == bool
-    np.testing.assert_array_equal(mask.sum(axis=1), [70, 100, 41])
-    for b, trace in enumerate(traces):
-        np.testing.assert_allclose(coords[b, : len(trace)], trace - trace.mean(axis=0), atol=1e-5)
-    assert np.all(coords[~mask] == 0.0)
-    np.testing.assert_allclose(center(coords, mask).sum(axis=1), 0.0, atol=1e-3)
-
-    raw, _ = pad_batch(traces[:1], bucket_sizes=(256, 64, 80), center_coords=False)
-    assert raw.shape == (1, 80, 3)
-    np.testing.assert_array_equal(raw[0, :70], traces[0])
-    with pytest.raises(DataError, match="exceeds the largest bucket 256"):
-        pad_batch([np.zeros((300, 3))])
+    chains = [
+        Chain(f"c{n}", rng.normal(5.0, 3.0, (n, 3)).astype(np.float32), "A" * n,
+              np.arange(n), "A", np.zeros(0, np.int64))
+        for n in (70, 100, 41)
+    ]  # fmt: skip
+    chain_set = ChainSet.of(chains, 128)
+    assert chain_set.x0.shape == (3, 128, 3) and chain_set.x0.dtype == np.float32
+    np.testing.assert_array_equal(chain_set.lengths, [70, 100, 41])
+    for b, chain in enumerate(chains):
+        expected = (chain.ca - chain.ca.mean(axis=0)) / COORD_SCALE
+        np.testing.assert_allclose(chain_set.x0[b, : chain.length], expected, atol=1e-5)
+        np.testing.assert_array_equal(
+            chain_set.positions[b, : chain.length], np.arange(chain.length)
+        )
+    assert np.all(chain_set.x0[~chain_set.mask] == 0.0)
+    assert {k: v.tolist() for k, v in chain_set.by_bucket((64, 128)).items()} == {
+        64: [2],
+        128: [0, 1],
+    }
+    assert bucket_for(64, (64, 128)) == 64 and bucket_for(65, (64, 128)) == 128
+    x0, mask, _ = chain_set.padded(np.array([2]), 64)
+    assert x0.shape == (1, 64, 3) and mask.sum() == 41
 
 
 def test_coord_scale_gives_unit_scale_coordinates(real_chains):

@@ -11,11 +11,14 @@ missing segment, shows up in `Chain.breaks` when the neighbouring CA atoms are m
 apart.
 """
 
+from __future__ import annotations
+
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import biotite
 import biotite.structure as struc
@@ -34,7 +37,10 @@ __all__ = [
     "center",
     "load_chain",
     "load_folder",
-    "pad_batch",
+    "ChainSet",
+    "bucket_for",
+    "chain_positions",
+    "pad_examples",
     "split_holdout",
 ]
 
@@ -286,44 +292,78 @@ def center(ca: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return ((ca - mean) * weight).astype(np.float32)
 
 
-def pad_batch(
-    chains: Sequence[Chain | np.ndarray],
-    bucket_sizes: Sequence[int] = (64, 128, 192, 256),
-    center_coords: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stack CA traces into one zero-padded batch whose length is the smallest bucket that fits.
+def chain_positions(chain: Chain) -> np.ndarray:
+    """Chain positions p [L] int32: p_0 = 0, p_{i+1} = p_i + 1, or at a break (CA-CA > 4.2 Å)
+    p_i + max(2, r_{i+1} - r_i) with r the author residue numbers, so a gap is never read as a bond."""
+    steps = np.ones(max(chain.length - 1, 0), dtype=np.int64)
+    if len(chain.breaks):
+        jumps = np.diff(chain.residue_ids.astype(np.int64))[chain.breaks]
+        steps[chain.breaks] = np.maximum(2, jumps)
+    return np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)
 
-    Bucketing keeps the number of distinct shapes (and so of jit compilations) at len(bucket_sizes).
 
-    Args:
-      chains: B chains, or B [L_b, 3] coordinate arrays in Å.
-      bucket_sizes: allowed padded lengths, any order.
-      center_coords: move each chain's centre of mass to the origin (`center`).
+def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket >= length."""
+    return min(b for b in buckets if b >= length)
 
-    Returns:
-      coords [B, Lb, 3] float32 in Å (padding at 0) and mask [B, Lb] bool, with Lb = min bucket >= max L_b.
 
-    Raises:
-      DataError: an empty batch, or a chain longer than the largest bucket.
+def pad_examples(chains: list[Chain], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x0 [B, length, 3] centred / COORD_SCALE, mask [B, length], positions [B, length] int32)."""
+    x0 = np.zeros((len(chains), length, 3), np.float32)
+    mask = np.zeros((len(chains), length), bool)
+    positions = np.zeros((len(chains), length), np.int32)
+    for i, chain in enumerate(chains):
+        x0[i, : chain.length] = center(chain.ca) / COORD_SCALE
+        mask[i, : chain.length] = True
+        positions[i, : chain.length] = chain_positions(chain)
+    return x0, mask, positions
+
+
+@dataclass(frozen=True)
+class ChainSet:
+    """Chains padded to one width W: what a run keeps of its structures (no source file is re-read).
+
+    ``names`` [N] str; ``x0`` [N, W, 3] float32, each chain centred and divided by ``COORD_SCALE``;
+    ``mask`` [N, W] bool; ``positions`` [N, W] int32 (:func:`chain_positions`, 0 on padding).
     """
-    if len(chains) == 0:
-        raise DataError("pad_batch: empty batch")
-    traces = [np.asarray(c.ca if isinstance(c, Chain) else c, dtype=np.float32) for c in chains]
-    for i, trace in enumerate(traces):
-        if trace.ndim != 2 or trace.shape[-1] != 3:
-            raise DataError(f"pad_batch: item {i} has shape {trace.shape}, expected [L, 3]")
-    longest = max(t.shape[0] for t in traces)
-    fitting = [b for b in bucket_sizes if b >= longest]
-    if not fitting:
-        raise DataError(
-            f"pad_batch: length {longest} exceeds the largest bucket {max(bucket_sizes)}"
-        )
-    padded_length = min(fitting)
-    coords = np.zeros((len(traces), padded_length, 3), dtype=np.float32)
-    mask = np.zeros((len(traces), padded_length), dtype=bool)
-    for i, trace in enumerate(traces):
-        coords[i, : trace.shape[0]] = trace
-        mask[i, : trace.shape[0]] = True
-    if center_coords:
-        coords = center(coords, mask)
-    return coords, mask
+
+    names: np.ndarray
+    x0: np.ndarray
+    mask: np.ndarray
+    positions: np.ndarray
+
+    FIELDS = ("names", "x0", "mask", "positions")
+
+    @classmethod
+    def of(cls, chains: list[Chain], width: int) -> ChainSet:
+        """``chains`` padded to ``width`` (:func:`pad_examples`)."""
+        x0, mask, positions = pad_examples(chains, width)
+        return cls(np.array([c.name for c in chains], dtype=str), x0, mask, positions)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[N] residues per chain."""
+        return self.mask.sum(axis=1).astype(np.int64)
+
+    def padded(self, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x0, mask, positions) of ``rows``, cut to ``width`` (>= their longest length)."""
+        return self.x0[rows, :width], self.mask[rows, :width], self.positions[rows, :width]
+
+    def by_bucket(self, buckets: tuple[int, ...]) -> dict[int, np.ndarray]:
+        """``{bucket: row indices}`` in row order, for the buckets that hold a chain."""
+        found: dict[int, list[int]] = {}
+        for row, length in enumerate(self.lengths):
+            found.setdefault(bucket_for(int(length), buckets), []).append(row)
+        return {b: np.asarray(rows, np.int64) for b, rows in sorted(found.items())}
+
+    def traces(self) -> list[SimpleNamespace]:
+        """Per chain ``.ca`` [L, 3] in Å (centred) and ``.breaks`` (where ``p_{i+1} - p_i > 1``):
+        the backbones ``structure.geometry`` measures."""
+        out = []
+        for x0, length, pos in zip(self.x0, self.lengths, self.positions, strict=True):
+            breaks = np.flatnonzero(np.diff(pos[:length]) > 1)
+            out.append(SimpleNamespace(ca=x0[:length] * COORD_SCALE, breaks=breaks))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.names)

@@ -1,4 +1,4 @@
-"""Backbone geometry: random rotations, C-alpha PDB writing and geometry metrics (host-side NumPy)."""
+"""Backbones: random rotations, zero-COM noise, sampling, C-alpha PDB writing and geometry metrics."""
 
 from protgen_jax.structure.frames import apply_rotation, random_rotation, random_rotation_np
 from protgen_jax.structure.geometry import (
@@ -9,6 +9,7 @@ from protgen_jax.structure.geometry import (
     clash_counts,
     dihedral_angles,
     fit_rg_power_law,
+    gap_closed,
     geometry_report,
     geometry_stats,
     kabsch_rmsd,
@@ -19,6 +20,7 @@ from protgen_jax.structure.geometry import (
     wasserstein_1,
 )
 from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
+from protgen_jax.structure.sampling import sample_backbones
 
 __all__ = [
     "GeometryStats",
@@ -29,6 +31,7 @@ __all__ = [
     "clash_counts",
     "dihedral_angles",
     "fit_rg_power_law",
+    "gap_closed",
     "geometry_report",
     "geometry_stats",
     "kabsch_rmsd",
@@ -37,6 +40,7 @@ __all__ = [
     "random_rotation",
     "random_rotation_np",
     "random_walk_backbone",
+    "sample_backbones",
     "sse_labels",
     "wasserstein_1",
     "write_ca_pdb",

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.stats
 
 __all__ = [
+    "gap_closed",
     "BOND_LENGTH",
     "BOND_TOLERANCE",
     "CLASH_DISTANCE",
@@ -425,6 +426,16 @@ def geometry_report(
         },
     }
     return report
+
+
+def gap_closed(model: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """Per distance key of ``geometry_report``: ``1 - |d_model| / |d_floor|`` (1 = like the natural
+    chains, 0 = no closer than the floor, e.g. random walks; NaN when the floor's distance is 0)."""
+    out = {}
+    for key, value in model.items():
+        base = abs(floor[key])
+        out[key] = float(1.0 - abs(value) / base) if base > 0 else float("nan")
+    return out
 
 
 def plot_geometry(

@@ -12,7 +12,6 @@
 from protgen_jax.recipes.backbone.commands import (
     RECIPE,
     Backbone,
-    generate,
     heldout_bound,
     load_reference,
 )
@@ -23,16 +22,12 @@ from protgen_jax.recipes.backbone.recipe import (
     BackboneConfig,
     BackboneData,
     BackboneRecipe,
-    ChainSet,
-    bucket_for,
-    chain_positions,
     data_folder,
     denoiser,
     load_structures,
     make_draw,
     make_loss_fn,
     make_schedule,
-    pad_examples,
 )
 
 __all__ = [
@@ -43,13 +38,9 @@ __all__ = [
     "BackboneConfig",
     "BackboneData",
     "BackboneRecipe",
-    "ChainSet",
     "Motif",
-    "bucket_for",
-    "chain_positions",
     "data_folder",
     "denoiser",
-    "generate",
     "heldout_bound",
     "load_reference",
     "load_structures",
@@ -57,6 +48,5 @@ __all__ = [
     "make_loss_fn",
     "make_schedule",
     "motif_metrics",
-    "pad_examples",
     "parse_motif",
 ]

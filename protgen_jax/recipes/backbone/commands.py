@@ -27,17 +27,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
-from tqdm.auto import tqdm
 
 from protgen_jax import keys
 from protgen_jax.atomic import save_json_atomic
-from protgen_jax.data.structures import COORD_SCALE, load_chain, load_folder
-from protgen_jax.diffusion import ddim_sample, ddim_timesteps, ddpm_sample, variational_bound
+from protgen_jax.data.structures import ChainSet, load_chain, load_folder
+from protgen_jax.diffusion import variational_bound
 from protgen_jax.errors import DataError
-from protgen_jax.recipes.backbone.motif import Motif, motif_metrics, parse_motif
+from protgen_jax.recipes.backbone.motif import motif_metrics, parse_motif
 from protgen_jax.recipes.backbone.recipe import (
     DDIM_STEPS,
     MAX_LENGTH,
@@ -46,23 +44,21 @@ from protgen_jax.recipes.backbone.recipe import (
     SAMPLE_LENGTH,
     BackboneConfig,
     BackboneRecipe,
-    ChainSet,
     denoiser,
     make_schedule,
 )
 from protgen_jax.recipes.base import LoadedRun
 from protgen_jax.recipes.options import Option
 from protgen_jax.structure.geometry import (
+    gap_closed,
     geometry_report,
     geometry_stats,
     plot_geometry,
     random_walk_backbone,
 )
-from protgen_jax.structure.noise import centred_denoise_fn, zero_com_noise
+from protgen_jax.structure.noise import centred_denoise_fn
 from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
-
-TRAJECTORY_FRAMES = 50
-
+from protgen_jax.structure.sampling import sample_backbones
 
 NOISE_SCALE = Option(
     "noise_scale", float, None, "DDPM per-step noise scale (default: the run's)", 0.0,
@@ -86,101 +82,17 @@ COMMANDS = {
 }
 
 
-def _trajectory_stride(num_steps: int) -> int:
-    """The smallest divisor of ``num_steps`` giving at most TRAJECTORY_FRAMES frames."""
-    for stride in range(max(1, num_steps // TRAJECTORY_FRAMES), num_steps + 1):
-        if num_steps % stride == 0 and num_steps // stride <= TRAJECTORY_FRAMES:
-            return stride
-    return num_steps
-
-
 def _progress(opts: SimpleNamespace) -> bool:
     """Progress bars unless the options carry ``quiet`` (no command option declares it today)."""
     return not getattr(opts, "quiet", False)
 
 
-def generate(
-    key: jax.Array,
-    denoise_fn: Partial,
-    config: BackboneConfig,
-    schedule,
-    lengths: list[int],
-    *,
-    sampler: str = "ddpm",
-    ddim_steps: int = DDIM_STEPS,
-    noise_scale: float | None = None,
-    pad_to: int | None = None,
-    motif: Motif | None = None,
-    trajectory: bool = False,
-    progress: bool = True,
-) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """Sample backbones of the given lengths; returns ([L_i, 3] Å arrays, [F, L_i, 3] trajectories).
-
-    Chunks of ``config.sample_batch`` share one compiled scan of shape [chunk, pad_to, 3] (default
-    ``pad_to`` = the longest length); residues past each length are masked padding; chunk ``c``
-    (starting at sample ``s``) uses ``fold_in(key, s)``. With a motif, every sample gets the motif
-    (centred, in model units) at ``motif.indices``. ``noise_scale`` (default
-    ``config.sample_noise_scale``) scales the per-step noise of the DDPM sampler.
-    """
-    if sampler not in ("ddpm", "ddim"):
-        raise DataError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
-    length = int(pad_to or max(lengths))
-    chunk = min(config.sample_batch, len(lengths))
-    num_steps = (
-        schedule.num_steps
-        if sampler == "ddpm"
-        else len(ddim_timesteps(schedule.num_steps, ddim_steps))
-    )
-    stride = _trajectory_stride(num_steps) if trajectory else 0
-    fn = centred_denoise_fn(denoise_fn, schedule)
-    noise = Partial(zero_com_noise)
-    known = known_mask = None
-    if motif is not None:
-        placed = np.zeros((length, 3), np.float32)
-        placed[motif.indices] = (motif.coords - motif.coords.mean(axis=0)) / COORD_SCALE
-        where = np.zeros((length, 1), bool)
-        where[motif.indices] = True
-        known = jnp.broadcast_to(jnp.asarray(placed), (chunk, length, 3))
-        known_mask = jnp.broadcast_to(jnp.asarray(where), (chunk, length, 1))
-    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (chunk, length))
-    samples, trajectories = [], [] if trajectory else None
-    starts = range(0, len(lengths), chunk)
-    for start in tqdm(starts, desc=f"sampling ({sampler})", disable=not progress):
-        lens = list(lengths[start : start + chunk])
-        real = len(lens)
-        lens += [lens[-1]] * (chunk - real)  # keep the compiled shape for the last chunk
-        mask = jnp.asarray(np.arange(length)[None, :] < np.asarray(lens)[:, None])
-        kwargs = dict(
-            mask=mask,
-            cond=positions,
-            trajectory_stride=stride,
-            known=known,
-            known_mask=known_mask,
-            noise_transform=noise,
-            clip_x0=config.sample_clip or None,
-        )
-        step_key = jax.random.fold_in(key, start)
-        shape = (chunk, length, 3)
-        if sampler == "ddpm":
-            out = ddpm_sample(
-                step_key,
-                fn,
-                schedule,
-                shape,
-                variance=config.sample_variance,
-                noise_scale=config.sample_noise_scale if noise_scale is None else noise_scale,
-                **kwargs,
-            )
-        else:
-            out = ddim_sample(step_key, fn, schedule, shape, num_steps=ddim_steps, **kwargs)
-        x, traj = out if trajectory else (out, None)
-        x = np.asarray(jax.device_get(x), np.float64) * COORD_SCALE
-        traj = None if traj is None else np.asarray(jax.device_get(traj), np.float64) * COORD_SCALE
-        for i in range(real):
-            samples.append(x[i, : lens[i]].astype(np.float32))
-            if traj is not None:
-                trajectories.append(traj[:, i, : lens[i]].astype(np.float32))
-    return samples, trajectories
+def _sampler_settings(config: BackboneConfig) -> dict[str, Any]:
+    """The run's ``sample_backbones`` settings: batch, reverse variance and x0 clipping."""
+    return dict(
+        batch_size=config.sample_batch, variance=config.sample_variance,
+        clip_x0=config.sample_clip or None,
+    )  # fmt: skip
 
 
 def _noise_scale(opts: SimpleNamespace, config: BackboneConfig) -> float:
@@ -207,16 +119,16 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    samples, trajectories = generate(
+    samples, trajectories = sample_backbones(
         keys.named(key, "backbones"),
         denoiser(run.model, run.params, schedule),
-        config,
         schedule,
         [length] * opts.num,
+        **_sampler_settings(config),
         sampler=opts.sampler,
         ddim_steps=ddim_steps,
         noise_scale=noise_scale,
-        motif=motif,
+        motif=None if motif is None else (motif.indices, motif.coords),
         trajectory=opts.trajectory,
         progress=_progress(opts),
     )
@@ -268,15 +180,6 @@ def load_reference(
     return reference
 
 
-def _closed_gap(model: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
-    """Per distance key: 1 - |d_model| / |d_floor| (1 = like the natural chains, 0 = like the floor)."""
-    out = {}
-    for key, value in model.items():
-        base = abs(floor[key])
-        out[key] = float(1.0 - abs(value) / base) if base > 0 else float("nan")
-    return out
-
-
 def heldout_bound(
     key: jax.Array, denoise_fn: Partial, config: BackboneConfig, schedule, chains: ChainSet
 ) -> dict[str, float]:
@@ -323,9 +226,9 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     denoise_fn = denoiser(run.model, run.params, schedule)
     t0 = time.perf_counter()
     noise_scale = _noise_scale(opts, config)
-    samples, _ = generate(
-        keys.named(key, "backbones"), denoise_fn, config, schedule, lengths, pad_to=hi,
-        noise_scale=noise_scale, progress=progress,
+    samples, _ = sample_backbones(
+        keys.named(key, "backbones"), denoise_fn, schedule, lengths, **_sampler_settings(config),
+        pad_to=hi, noise_scale=noise_scale, progress=progress,
     )  # fmt: skip
     sampling_seconds = time.perf_counter() - t0
     walk_rng = keys.numpy_rng(keys.named(key, "random_walks"))
@@ -346,7 +249,7 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         "random_walk": walk_report["samples"],
         "model_vs_natural": model_report["distances"],
         "random_walk_vs_natural": walk_report["distances"],
-        "gap_closed": _closed_gap(model_report["distances"], walk_report["distances"]),
+        "gap_closed": gap_closed(model_report["distances"], walk_report["distances"]),
         "targets": {
             "bond_fraction>=0.9": summary["bond_fraction"] >= 0.9,
             "clash_rate<0.05": summary["clash_rate"] < 0.05,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +34,13 @@ from jax.tree_util import Partial
 
 from protgen_jax.atomic import save_json_atomic, save_npz_atomic
 from protgen_jax.data import resolve
-from protgen_jax.data.structures import COORD_SCALE, Chain, center, load_folder, split_holdout
+from protgen_jax.data.structures import (
+    COORD_SCALE,
+    ChainSet,
+    bucket_for,
+    load_folder,
+    split_holdout,
+)
 from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
 from protgen_jax.diffusion.losses import noise_mse
 from protgen_jax.errors import DataError
@@ -108,83 +113,6 @@ class BackboneConfig(TrainConfig):
 def data_folder(config: BackboneConfig) -> Path:
     """The configured structure folder, or the registry's ``structures/pdb``."""
     return Path(config.data) if config.data else resolve("structures") / "pdb"
-
-
-def chain_positions(chain: Chain) -> np.ndarray:
-    """Chain positions p [L] int32: p_0 = 0, p_{i+1} = p_i + 1, or at a break (CA-CA > 4.2 Å)
-    p_i + max(2, r_{i+1} - r_i) with r the author residue numbers, so a gap is never read as a bond."""
-    steps = np.ones(max(chain.length - 1, 0), dtype=np.int64)
-    if len(chain.breaks):
-        jumps = np.diff(chain.residue_ids.astype(np.int64))[chain.breaks]
-        steps[chain.breaks] = np.maximum(2, jumps)
-    return np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)
-
-
-def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
-    """The smallest bucket >= length."""
-    return min(b for b in buckets if b >= length)
-
-
-def pad_examples(chains: list[Chain], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x0 [B, length, 3] centred / COORD_SCALE, mask [B, length], positions [B, length] int32)."""
-    x0 = np.zeros((len(chains), length, 3), np.float32)
-    mask = np.zeros((len(chains), length), bool)
-    positions = np.zeros((len(chains), length), np.int32)
-    for i, chain in enumerate(chains):
-        x0[i, : chain.length] = center(chain.ca) / COORD_SCALE
-        mask[i, : chain.length] = True
-        positions[i, : chain.length] = chain_positions(chain)
-    return x0, mask, positions
-
-
-@dataclass(frozen=True)
-class ChainSet:
-    """Chains padded to one width W: what a run keeps of its structures (no source file is re-read).
-
-    ``names`` [N] str; ``x0`` [N, W, 3] float32, each chain centred and divided by ``COORD_SCALE``;
-    ``mask`` [N, W] bool; ``positions`` [N, W] int32 (:func:`chain_positions`, 0 on padding).
-    """
-
-    names: np.ndarray
-    x0: np.ndarray
-    mask: np.ndarray
-    positions: np.ndarray
-
-    FIELDS = ("names", "x0", "mask", "positions")
-
-    @classmethod
-    def of(cls, chains: list[Chain], width: int) -> ChainSet:
-        """``chains`` padded to ``width`` (:func:`pad_examples`)."""
-        x0, mask, positions = pad_examples(chains, width)
-        return cls(np.array([c.name for c in chains], dtype=str), x0, mask, positions)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """[N] residues per chain."""
-        return self.mask.sum(axis=1).astype(np.int64)
-
-    def padded(self, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x0, mask, positions) of ``rows``, cut to ``width`` (>= their longest length)."""
-        return self.x0[rows, :width], self.mask[rows, :width], self.positions[rows, :width]
-
-    def by_bucket(self, buckets: tuple[int, ...]) -> dict[int, np.ndarray]:
-        """``{bucket: row indices}`` in row order, for the buckets that hold a chain."""
-        found: dict[int, list[int]] = {}
-        for row, length in enumerate(self.lengths):
-            found.setdefault(bucket_for(int(length), buckets), []).append(row)
-        return {b: np.asarray(rows, np.int64) for b, rows in sorted(found.items())}
-
-    def traces(self) -> list[SimpleNamespace]:
-        """Per chain ``.ca`` [L, 3] in Å (centred) and ``.breaks`` (where ``p_{i+1} - p_i > 1``):
-        the backbones ``structure.geometry`` measures."""
-        out = []
-        for x0, length, pos in zip(self.x0, self.lengths, self.positions, strict=True):
-            breaks = np.flatnonzero(np.diff(pos[:length]) > 1)
-            out.append(SimpleNamespace(ca=x0[:length] * COORD_SCALE, breaks=breaks))
-        return out
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 class BackboneData(NamedTuple):
