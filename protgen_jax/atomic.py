@@ -77,9 +77,11 @@ def save_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | No
     return Path(path)
 
 
-def save_npz_atomic(path: str | os.PathLike[str], compressed: bool = True, **arrays: Any) -> Path:
+def save_npz_atomic(
+    path: str | os.PathLike[str], compressed: bool = True, /, **arrays: Any
+) -> Path:
     """``np.savez(_compressed)(path, **arrays)`` atomically; ``path`` is used as given (no ``.npz``
-    appended). Returns the destination path."""
+    appended); an array may be named ``path`` (the arguments before it are positional-only)."""
     with atomic_write(path, binary=True) as handle:
         (np.savez_compressed if compressed else np.savez)(handle, **arrays)
     return Path(path)

@@ -50,6 +50,8 @@ __all__ = [
     "fit",
     "read_metrics",
     "require_at_least",
+    "require_between",
+    "require_choice",
 ]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -88,14 +90,30 @@ def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:
             raise DataError(f"{name} must be >= {low:g}, got {getattr(config, name)}")
 
 
+def require_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    """DataError unless ``config.<name>`` is one of ``choices``."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise DataError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def require_between(
+    config: Any, name: str, low: float, high: float, *, open_high: bool = False
+) -> None:
+    """DataError unless ``low <= config.<name> <= high`` (``< high`` with ``open_high``)."""
+    value = getattr(config, name)
+    if not (low <= value < high if open_high else low <= value <= high):
+        raise DataError(
+            f"{name} must lie in [{low:g}, {high:g}{')' if open_high else ']'}, got {value}"
+        )
+
+
 def check_train_config(config: TrainConfig) -> None:
     """Host-side checks of the shared keys; DataError names the key and the value."""
     require_at_least(config, ("steps", "log_every", "checkpoint_every", "steps_per_call"), 1)
     require_at_least(config, ("eval_every", "seed", "devices", "time_limit_minutes"), 0)
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise DataError(f"ema_decay must lie in [0, 1), got {config.ema_decay}")
-    if config.dtype not in DTYPES:
-        raise DataError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+    require_between(config, "ema_decay", 0.0, 1.0, open_high=True)
+    require_choice(config, "dtype", tuple(DTYPES))
 
 
 def compute_dtype(config: TrainConfig) -> Any:

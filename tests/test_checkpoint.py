@@ -220,3 +220,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with np.load(path) as npz:
         np.testing.assert_array_equal(npz["x"], np.arange(3))
     assert [p.name for p in tmp_path.iterdir()] == ["data.npz"]
+
+
+def test_save_npz_atomic_accepts_an_array_named_path(tmp_path):
+    save_npz_atomic(tmp_path / "a.npz", path="source.a2m", tokens=np.arange(2))
+    with np.load(tmp_path / "a.npz") as npz:
+        assert str(npz["path"]) == "source.a2m"

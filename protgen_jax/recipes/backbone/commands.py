@@ -276,12 +276,8 @@ class Backbone(BackboneRecipe):
     """The C-alpha DDPM: training hooks (:class:`BackboneRecipe`) and the commands of this module."""
 
     commands = COMMANDS
-
-    def sample(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        return sample(run, opts, key)
-
-    def evaluate(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        return evaluate(run, opts, key)
+    sample = staticmethod(sample)
+    evaluate = staticmethod(evaluate)
 
 
 RECIPE = Backbone()

@@ -44,7 +44,14 @@ from protgen_jax.data.structures import (
 from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
 from protgen_jax.diffusion.losses import noise_mse
 from protgen_jax.errors import DataError
-from protgen_jax.fit import BatchGroup, TrainConfig, compute_dtype, require_at_least
+from protgen_jax.fit import (
+    BatchGroup,
+    TrainConfig,
+    compute_dtype,
+    require_at_least,
+    require_between,
+    require_choice,
+)
 from protgen_jax.nn.backbone import BackboneDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.structure.frames import apply_rotation, random_rotation
@@ -235,23 +242,15 @@ class BackboneRecipe(Recipe):
             raise DataError(
                 f"need 1 <= min_length <= max_length, got {config.min_length}, {config.max_length}"
             )
-        if not 0.0 <= config.holdout_fraction <= 1.0:
-            raise DataError(f"holdout_fraction must lie in [0, 1], got {config.holdout_fraction}")
+        require_between(config, "holdout_fraction", 0.0, 1.0)
         require_at_least(config, ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"), 1)
         if config.eval_max_length < config.eval_min_length:
             raise DataError(
                 f"eval_max_length={config.eval_max_length} < eval_min_length="
                 f"{config.eval_min_length}"
             )
-        if config.sample_variance not in ("beta", "posterior"):
-            raise DataError(
-                f"sample_variance must be 'beta' or 'posterior', got {config.sample_variance!r}"
-            )
-        if not 0.0 <= config.sample_noise_scale <= NOISE_SCALE_MAX:
-            raise DataError(
-                f"sample_noise_scale must be in [0, {NOISE_SCALE_MAX:g}], got "
-                f"{config.sample_noise_scale}"
-            )
+        require_choice(config, "sample_variance", ("beta", "posterior"))
+        require_between(config, "sample_noise_scale", 0.0, NOISE_SCALE_MAX)
 
     def prepare(self, config: BackboneConfig, progress: bool) -> BackboneData:
         return load_structures(config, progress)

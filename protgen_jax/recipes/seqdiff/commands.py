@@ -255,12 +255,8 @@ class SeqDiff(SeqDiffRecipe):
     """Sequence diffusion: training hooks (:class:`SeqDiffRecipe`) and the commands of this module."""
 
     commands = COMMANDS
-
-    def sample(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        return sample(run, opts, key)
-
-    def evaluate(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        return evaluate(run, opts, key)
+    sample = staticmethod(sample)
+    evaluate = staticmethod(evaluate)
 
 
 RECIPE = SeqDiff()

@@ -39,7 +39,13 @@ from protgen_jax.data.sequences import (
     save_sequence_set,
 )
 from protgen_jax.errors import DataError
-from protgen_jax.fit import BatchGroup, TrainConfig
+from protgen_jax.fit import (
+    BatchGroup,
+    TrainConfig,
+    require_at_least,
+    require_between,
+    require_choice,
+)
 from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model
 from protgen_jax.train import make_eval_step
@@ -211,16 +217,9 @@ class SeqDiffRecipe(Recipe):
 
     def validate(self, config: SeqDiffConfig) -> None:
         """Host-side checks of the family keys (DataError naming the bad field)."""
-        if config.method not in METHODS:
-            raise DataError(f"method must be one of {METHODS}, got {config.method!r}")
-        if config.transition not in ("uniform", "absorbing"):
-            raise DataError(
-                f"transition must be 'uniform' or 'absorbing', got {config.transition!r}"
-            )
-        if config.noise_schedule not in ("cosine", "linear"):
-            raise DataError(
-                f"noise_schedule must be 'cosine' or 'linear', got {config.noise_schedule!r}"
-            )
+        require_choice(config, "method", METHODS)
+        require_choice(config, "transition", ("uniform", "absorbing"))
+        require_choice(config, "noise_schedule", ("cosine", "linear"))
         buckets = tuple(config.buckets)
         if not buckets or list(buckets) != sorted(set(buckets)) or buckets[-1] != config.max_len:
             raise DataError(
@@ -230,12 +229,9 @@ class SeqDiffRecipe(Recipe):
             raise DataError(
                 f"tokens_per_batch {config.tokens_per_batch} must be >= max_len {config.max_len}"
             )
-        if not 0.0 <= config.cfg_drop < 1.0:
-            raise DataError(f"cfg_drop must lie in [0, 1), got {config.cfg_drop}")
-        if config.num_timesteps < 2:
-            raise DataError(f"num_timesteps must be >= 2, got {config.num_timesteps}")
-        if config.eval_batches < 1 or config.sample_batch < 1:
-            raise DataError("eval_batches and sample_batch must be >= 1")
+        require_between(config, "cfg_drop", 0.0, 1.0, open_high=True)
+        require_at_least(config, ("num_timesteps",), 2)
+        require_at_least(config, ("eval_batches", "sample_batch"), 1)
 
     # ------------------------------------------------------------------ data
     def prepare(self, config: SeqDiffConfig, progress: bool) -> PreparedData:

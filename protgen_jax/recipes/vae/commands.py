@@ -64,47 +64,12 @@ def default_score_batch_size() -> int:
     return 256 if jax.default_backend() == "cpu" else 2048
 
 
-class VAE(VAERecipe):
-    """The sequence VAE: training hooks (:class:`VAERecipe`) and the commands below."""
-
-    commands = COMMANDS
-
-    def check_command(self, command: str, opts: SimpleNamespace, runs: list) -> None:
-        if command != "score":
-            return
-        saved = self.read_config(runs[0].config).score_estimator
-        if (opts.estimator or saved) == "mean" and opts.samples is not None:
-            raise DataError(
-                f"--samples {opts.samples}: the posterior-mean estimator draws no samples "
-                f"(pass --estimator elbo for M draws; {runs[0].config} has score_estimator="
-                f"{saved!r})"
-            )
-
-    def score(self, runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        """``protgen score``: Spearman of VAE (ensemble) scores and of the site-independent baseline.
-
-        Writes ``opts.out`` (JSON), a scatter PNG and ``*_scores.csv`` beside it. Several runs are an
-        ensemble: their score vectors are averaged. All runs share one key (common random numbers).
-        """
-        return score(runs, opts, key)
-
-    def sample(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        """``protgen sample``: aligned FASTA of ``opts.num`` prior samples (match-column width)."""
-        temperature = 0.0 if opts.greedy else opts.temperature
-        tokens = generate(key, run.model, run.params, opts.num, temperature)
-        out = Path(opts.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_fasta(out, [(f"sample_{i}", decode(t)) for i, t in enumerate(tokens)])
-        return {"out": str(out), "num": opts.num, "length": int(tokens.shape[1]),
-                "temperature": temperature}  # fmt: skip
-
-    def evaluate(self, run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-        """Held-out ELBO and sample statistics of a VAE run, each next to the site-independent model."""
-        return evaluate(run, opts, key)
-
-
 def score(runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-    """See :meth:`VAE.score`."""
+    """``protgen score``: Spearman of VAE (ensemble) scores and of the site-independent baseline.
+
+    Writes ``opts.out`` (JSON), a scatter PNG and ``*_scores.csv`` beside it. Several runs are an
+    ensemble: their score vectors are averaged. All runs share one key (common random numbers).
+    """
     out = Path(opts.out)
     first = runs[0]
     estimator_name = opts.estimator or first.config.score_estimator
@@ -220,8 +185,20 @@ def interpolate(
     return np.asarray(jnp.argmax(model.decode(params, z), -1), np.int32)
 
 
+def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
+    """``protgen sample``: aligned FASTA of ``opts.num`` prior samples (match-column width)."""
+    temperature = 0.0 if opts.greedy else opts.temperature
+    tokens = generate(key, run.model, run.params, opts.num, temperature)
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_fasta(out, [(f"sample_{i}", decode(t)) for i, t in enumerate(tokens)])
+    return {"out": str(out), "num": opts.num, "length": int(tokens.shape[1]),
+            "temperature": temperature}  # fmt: skip
+
+
 def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-    """See :meth:`VAE.evaluate`: ``opts.out`` JSON, a latent plot and an interpolation FASTA beside it."""
+    """Held-out ELBO and sample statistics of a VAE run, each next to the site-independent model;
+    ``opts.out`` JSON, a latent plot and an interpolation FASTA beside it."""
     model, params = run.model, run.params
     aln, weights, holdout = run.data
     out = Path(opts.out)
@@ -257,6 +234,27 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     )
     save_json_atomic(out, report)
     return report
+
+
+class VAE(VAERecipe):
+    """The sequence VAE: training hooks (:class:`VAERecipe`) and the commands below."""
+
+    commands = COMMANDS
+
+    def check_command(self, command: str, opts: SimpleNamespace, runs: list) -> None:
+        if command != "score":
+            return
+        saved = self.read_config(runs[0].config).score_estimator
+        if (opts.estimator or saved) == "mean" and opts.samples is not None:
+            raise DataError(
+                f"--samples {opts.samples}: the posterior-mean estimator draws no samples "
+                f"(pass --estimator elbo for M draws; {runs[0].config} has score_estimator="
+                f"{saved!r})"
+            )
+
+    score = staticmethod(score)
+    sample = staticmethod(sample)
+    evaluate = staticmethod(evaluate)
 
 
 RECIPE = VAE()

@@ -30,7 +30,14 @@ from protgen_jax.data import (
     sequence_weights,
 )
 from protgen_jax.errors import DataError
-from protgen_jax.fit import BatchGroup, TrainConfig, compute_dtype, require_at_least
+from protgen_jax.fit import (
+    BatchGroup,
+    TrainConfig,
+    compute_dtype,
+    require_at_least,
+    require_between,
+    require_choice,
+)
 from protgen_jax.metrics import spearman
 from protgen_jax.nn import ProteinVAE
 from protgen_jax.nn.deepsequence import SequenceVAE
@@ -224,20 +231,11 @@ class VAERecipe(Recipe):
     curve_keys = ("neg_elbo", "kl_z", "kl_weights", "val_neg_elbo", "spearman")
 
     def validate(self, config: VAEConfig) -> None:
-        if config.model not in ("deepsequence", "lecture"):
-            raise DataError(
-                f"unknown VAE model {config.model!r}; expected 'deepsequence' or 'lecture'"
-            )
-        if config.score_estimator not in SCORE_ESTIMATORS:
-            raise DataError(
-                f"score_estimator must be one of {', '.join(SCORE_ESTIMATORS)}, "
-                f"got {config.score_estimator!r}"
-            )
-        if not 0.0 <= config.lr_final_fraction <= 1.0:
-            raise DataError(f"lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}")
+        require_choice(config, "model", ("deepsequence", "lecture"))
+        require_choice(config, "score_estimator", SCORE_ESTIMATORS)
+        require_between(config, "lr_final_fraction", 0.0, 1.0)
         require_at_least(config, ("batch_size", "latent_dim", "eval_samples", "score_samples"), 1)
-        if not 0.0 <= config.holdout_fraction < 1.0:
-            raise DataError(f"holdout_fraction must lie in [0, 1), got {config.holdout_fraction}")
+        require_between(config, "holdout_fraction", 0.0, 1.0, open_high=True)
 
     def prepare(self, config: VAEConfig, progress: bool) -> PreparedAlignment:
         return prepare_alignment(config)
