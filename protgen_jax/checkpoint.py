@@ -13,6 +13,14 @@ folder that `latest_step()` ignores; the first `save` of the next `Checkpointer`
 folder (the resumed run) deletes it (`cleanup_tmp_directories=True`), as does a new save of the same
 step. Saving is synchronous: files exist when `save` returns.
 
+Damaged steps. A complete step can still be unreadable later (a truncated or overwritten file, a
+full disk, a copy that missed files). `restore_or_none` then warns on stderr, one line per step,
+and falls back to the next older step; only when no step can be read does it raise `DataError`
+(and then nothing is touched: the cause may be a target that no longer matches, e.g. a changed
+model config, not damage). Reading never changes the folder: the damaged steps newer than the
+restored one are moved aside to `<step>.corrupt` (saying so) by the first `save` of the same
+`Checkpointer`, so the resumed run can write those step numbers again; orbax ignores these folders.
+
 Example:
     >>> with Checkpointer("/tmp/run/checkpoints", max_to_keep=2) as ckpt:  # doctest: +SKIP
     ...     ckpt.save(100, state, metadata={"model": "vae"})
@@ -24,12 +32,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from protgen_jax.errors import DataError
 
 PyTree = Any
 
@@ -66,6 +78,21 @@ def abstract_target(target: PyTree) -> PyTree:
     return jax.tree.map(_abstract_leaf, target)
 
 
+def _short_reason(err: BaseException, limit: int = 160) -> str:
+    """One line saying why a step could not be read: the exception type and the gist of its message
+    (for a tensorstore status such as `OUT_OF_RANGE: Error opening ...: <cause>`, the final cause;
+    otherwise the first sentence), cut to about `limit` characters."""
+    lines = str(err).strip().strip("'\"").splitlines()  # (KeyError quotes its message)
+    text = lines[0].split(" [tensorstore_spec", 1)[0] if lines else ""
+    if re.match(r"[A-Z_]+: ", text):  # an absl status chain: the root cause comes last
+        text = text.rsplit(": ", 1)[-1]
+    else:
+        text = text.split(". ", 1)[0]
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 class Checkpointer:
     """Keep-the-last-N checkpoints of a pytree state plus a JSON metadata dict, in one folder.
 
@@ -97,6 +124,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(_STATE, _METADATA)
         )
+        self._broken: set[int] = set()  # steps `restore_or_none` could not read; moved at `save`
 
     def save(
         self,
@@ -110,7 +138,9 @@ class Checkpointer:
         Nothing is written when `step` is not a multiple of `save_interval_steps` (unless `force`)
         or when `step` is not above the latest saved step (even with `force`: existing steps are
         never overwritten and `max_to_keep` always drops the oldest steps). The files are complete
-        on disk when this returns; the oldest steps beyond `max_to_keep` are then deleted.
+        on disk when this returns; the oldest steps beyond `max_to_keep` are then deleted. Steps
+        `restore_or_none` found unreadable are first moved aside to `<step>.corrupt` (see the
+        module docstring).
 
         Args:
             step: the training step, an int >= 0.
@@ -127,11 +157,12 @@ class Checkpointer:
         step = int(step)
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        metadata = dict(metadata or {})
+        json.dumps(metadata)  # fail on the host, before orbax creates any folder
+        self._set_aside_broken()
         latest = self._manager.latest_step()
         if latest is not None and step <= latest:
             return False
-        metadata = dict(metadata or {})
-        json.dumps(metadata)  # fail on the host, before orbax creates any folder
         args = ocp.args.Composite(
             **{
                 _STATE: ocp.args.StandardSave(state),
@@ -142,15 +173,39 @@ class Checkpointer:
         self._manager.wait_until_finished()
         return bool(saved)
 
+    def _set_aside_broken(self) -> None:
+        """Move the steps `restore_or_none` could not read to `<step>.corrupt` (`-N` if taken)."""
+        for step in sorted(self._broken):
+            folder = self.directory / str(step)
+            if folder.is_dir():
+                aside = folder.with_name(f"{step}.corrupt")
+                count = 0
+                while aside.exists():
+                    count += 1
+                    aside = folder.with_name(f"{step}.corrupt-{count}")
+                folder.rename(aside)
+                print(
+                    f"warning: moved the unreadable checkpoint {folder} aside to {aside.name} "
+                    "(delete it once you no longer need it)",
+                    file=sys.stderr,
+                )
+        if self._broken:
+            self._broken.clear()
+            self._manager.reload()
+
     def latest_step(self) -> int | None:
-        """The most recent complete step in the folder (re-read from disk), or None if none."""
-        self._manager.reload()
-        return self._manager.latest_step()
+        """The most recent complete step in the folder (re-read from disk), or None if none.
+
+        Steps this `Checkpointer` found unreadable are left out.
+        """
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        """All complete steps in the folder (re-read from disk), ascending."""
+        """All complete steps in the folder (re-read from disk), ascending; steps this
+        `Checkpointer` found unreadable are left out."""
         self._manager.reload()
-        return sorted(int(s) for s in self._manager.all_steps())
+        return sorted(int(s) for s in self._manager.all_steps() if int(s) not in self._broken)
 
     def restore(self, target: PyTree, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
         """Restore `(state, metadata)` from `step` (default: the latest) onto `target`'s structure.
@@ -190,10 +245,42 @@ class Checkpointer:
         return restored[_STATE], dict(metadata) if metadata is not None else {}
 
     def restore_or_none(self, target: PyTree) -> tuple[PyTree, dict[str, Any]] | None:
-        """`restore(target)` from the latest step, or None when the folder holds no checkpoint."""
-        if self.latest_step() is None:
+        """`restore(target)` from the latest readable step, or None when the folder holds no
+        checkpoint.
+
+        A step that fails to restore (any exception while reading it: a truncated, missing or
+        overwritten file) is skipped for the next older one, with a one-line warning on stderr
+        naming the step folder and the reason; this `Checkpointer` then treats the skipped steps
+        as absent and moves them aside at its next `save` (see the module docstring).
+
+        Raises:
+            DataError: no step can be read (nothing is moved aside then).
+        """
+        steps = self.all_steps()
+        if not steps:
             return None
-        return self.restore(target)
+        failures: list[tuple[int, str]] = []
+        for step in reversed(steps):
+            try:
+                restored = self.restore(target, step=step)
+            except Exception as err:  # whatever orbax raises on a damaged step
+                failures.append((step, _short_reason(err)))
+                continue
+            for bad, reason in failures:
+                print(
+                    f"warning: skipping unreadable checkpoint {self.directory / str(bad)} "
+                    f"({reason}); using step {step}",
+                    file=sys.stderr,
+                )
+                self._broken.add(bad)
+            return restored
+        newest, reason = failures[0]
+        tried = ", ".join(str(s) for s, _ in failures)
+        raise DataError(
+            f"{self.directory}: no checkpoint can be read (tried steps {tried}; step {newest}: "
+            f"{reason}); if the model config changed since they were written, train into another "
+            "--out"
+        )
 
     def wait(self) -> None:
         """Block until any outstanding save has finished."""

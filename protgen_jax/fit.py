@@ -12,7 +12,7 @@
 - resume: the latest checkpoint is restored and metrics written after it are dropped;
 - time budget: after a checkpoint, stop if the next segment (timed as the last one) would pass
   ``time_limit_minutes``; the same call resumes later;
-- a non-finite loss raises ``TrainingError`` before anything of that call is saved;
+- a non-finite loss or gradient norm raises ``TrainingError`` before anything of that call is saved;
 - ``num_devices > 1`` replicates the state and splits every batch over a 1-D mesh (``sharding``).
 
 :class:`TrainConfig` holds the keys every family shares; family configs subclass it.
@@ -252,12 +252,15 @@ def fit(
                 group = int(rng.choice(len(groups), p=weights))
             state, metrics = step_fn(group, n)(state, group_arrays[group], train_key)
             host = jax.device_get(metrics)
-            losses = np.asarray(host["loss"])
-            if not np.all(np.isfinite(losses)):
-                bad = step + int(np.argmin(np.isfinite(losses))) + 1
+            # a NaN/inf loss, or gradient norm (a finite loss whose update made the params NaN)
+            loss_ok = np.isfinite(np.asarray(host["loss"]))
+            finite = loss_ok & np.isfinite(np.asarray(host.get("grad_norm", 0.0)))
+            if not np.all(finite):
+                first = int(np.argmin(finite))
+                bad, what = step + first + 1, "loss" if not loss_ok[first] else "gradient norm"
                 last = ckpt.latest_step()
                 raise TrainingError(
-                    f"{Path(metrics_path).parent}: the training loss became non-finite at step {bad}; nothing after "
+                    f"{Path(metrics_path).parent}: the training {what} became non-finite at step {bad}; nothing after "
                     f"step {last or 0} was saved (the last good checkpoint is intact). Lower "
                     "learning_rate, or use dtype=float32, then run the same command to resume"
                 )

@@ -139,3 +139,109 @@ def test_real_blat_mutants(shared_data):
     sequences = mutant_tokens(aln, mapping)
     changed = (sequences != aln.focus_tokens).sum(axis=1)
     assert set(changed[mapping.kept].tolist()) == {1}
+
+
+# ------------------------------------------------------------------ bad files
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03mutant", "is a gzip-compressed file, not a CSV"),
+        (b"PK\x03\x04\x14\x00", "is a zip file, not a CSV"),
+        (bytes(range(128, 256)) * 4, r"line 1: binary data \(byte 0x80\), not a UTF-8 CSV"),
+        (b"mutant,score\nK6A,1\x00\n", r"line 2: binary data \(byte 0x00\)"),
+        (b"mutant,score\n" + b"K6A,1\n" * 3000 + b"L7D,\xff\n", "line 3002: binary data"),
+        (b"", r"empty file \(no header row\)"),
+        (b"\n\n", r"empty file \(no header row\)"),
+        (b"mutant,score\n", "no data rows"),
+        (b"variant,score\nK6A,1\n", "no column 'mutant'; available columns: variant, score"),
+        (b"mutant,fitness\nK6A,1\n", "no column 'score'; available columns: mutant, fitness"),
+        (b"mutant,score,score\nK6A,1,2\n", "line 1: column 'score' appears more than once"),
+        (b"mutant,score\nK6A,high\n", r"line 2 \(K6A\): 'score' value 'high' is not a finite"),
+        (b"mutant,score\nK6A,1\nL7D,1,2\n", "line 3 has 3 fields but the header has 2"),
+        (b"mutant,score\n,1\n", "line 2: empty 'mutant' cell"),
+    ],
+    ids=[
+        "gzip", "zip", "high-bytes", "nul", "late-bad-byte", "empty", "blank", "header-only",
+        "no-mutant-column", "no-score-column", "duplicate-column", "text-score", "ragged", "no-mutant",
+    ],
+)  # fmt: skip
+def test_read_dms_bad_files_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "dms.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": " + message) as info:
+        read_dms(path, "score")
+    assert "\n" not in str(info.value)
+
+
+def test_read_dms_keep_missing(tmp_path):
+    path = _csv(tmp_path, "mutant,score\nK6A,0.5\nL7D,\nV8E,nan\nE10D,2\n")
+    mutants, scores = read_dms(path, "score", keep_missing=True)
+    assert mutants == ["K6A", "L7D", "V8E", "E10D"]
+    np.testing.assert_array_equal(np.isnan(scores), [False, True, True, False])
+    with pytest.raises(DataError, match="'oops' is not"):
+        read_dms(_csv(tmp_path, "mutant,score\nK6A,oops\n"), "score", keep_missing=True)
+
+
+def test_prepare_dms_counts_every_skipped_mutant(aln, tmp_path):
+    """Unmappable mutants and rows without a score are counted by reason, and the warning names them."""
+    from protgen_jax.recipes.vae import prepare_dms
+
+    path = _csv(
+        tmp_path,
+        "mutant,score\nK6A,0.5\nM5A,1\nW9Y,2\nV8*,3\nE10D,\nL7D,nan\nK6A:P30G,4\nH12W,1\n",
+    )
+    dms = prepare_dms(aln, path, "score")
+    assert dms.mutants == ["K6A", "H12W"] and dms.n_total == 8 and dms.n_skipped == 6
+    assert dms.skip_reasons == {
+        "position 5 is not a match column": 1,
+        "position 9 is not a match column": 1,
+        "mutant letter '*' is not one of the 20 amino acids": 1,
+        "position 30 is not a match column": 1,
+        "missing fitness value": 2,
+    }
+    warning = dms.skipped_warning(path)
+    assert "\n" not in warning
+    assert warning.startswith(f"warning: {path}: 6 of 8 mutants skipped (not scored): ")
+    assert "missing fitness value (2)" in warning and warning.endswith("and 2 more reasons")
+
+    every = prepare_dms(aln, _csv(tmp_path, "mutant,score\nK6A,0.5\nH12W,1\n"), "score")
+    assert every.n_skipped == 0 and every.skipped_warning(path) is None
+    with pytest.raises(DataError, match="no mutant of column 'score' falls on the alignment"):
+        prepare_dms(aln, _csv(tmp_path, "mutant,score\nM5A,1\nW9Y,2\n"), "score")
+    with pytest.raises(DataError, match="column 'score' has no fitness value on a mappable"):
+        prepare_dms(aln, _csv(tmp_path, "mutant,score\nK6A,\nM5A,1\n"), "score")
+
+
+def test_score_command_warns_about_skipped_mutants(tmp_path, capsys):
+    """``protgen score`` on a DMS file with unmappable mutants prints one warning line on stderr
+    naming how many were skipped and why (they are also counted in the report)."""
+    import json
+
+    from protgen_jax.recipes.config import apply_overrides
+    from protgen_jax.recipes.vae import RECIPE, VAEConfig
+
+    rng = np.random.default_rng(0)
+    focus = "MKLVAEGHIRSTW"
+    rows = [f">F/1-{len(focus)}\n{focus}\n"]
+    for i in range(24):
+        seq = "".join(c if rng.random() > 0.3 else AMINO_ACIDS[rng.integers(20)] for c in focus)
+        rows.append(f">s{i}\n{seq}\n")
+    a2m = tmp_path / "tiny.a2m"
+    a2m.write_text("".join(rows))
+    config = apply_overrides(
+        VAEConfig(),
+        [f"data={a2m}", "steps=1", "encoder_widths=8", "decoder_widths=8,8", "latent_dim=2",
+         "dictionary_size=4", "batch_size=8", "eval_every=0", "devices=1", "steps_per_call=1"],
+    )  # fmt: skip
+    RECIPE.train(config, tmp_path / "run", progress=False)
+    dms = _csv(tmp_path, "mutant,score\nK2A,0.5\nL3D,1\nV4E,0.2\nK2*,1\nE6D:P40G,2\n")
+    capsys.readouterr()
+    opts = {"out": tmp_path / "score.json", "dms": str(dms), "column": "score", "samples": 1}
+    RECIPE.run_command("score", [tmp_path / "run"], {**opts, "quiet": True})
+    report = json.loads((tmp_path / "score.json").read_text())
+    assert report["n_used"] == 3 and report["n_skipped"] == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert lines == [
+        f"warning: {dms}: 2 of 5 mutants skipped (not scored): mutant letter '*' is not one of the "
+        "20 amino acids (1), position 40 is not a match column (1)"
+    ]

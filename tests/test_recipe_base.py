@@ -124,6 +124,7 @@ class ToyConfig(TrainConfig):
     batch_size: int = 16
     learning_rate: float = 0.05
     poison_after: int = -1  # >= 0: the loss becomes NaN from this update on (tests the guard)
+    nan_grad_at: int = -1  # >= 0: this update's gradient is NaN, its loss finite
 
 
 class Toy(Recipe):
@@ -162,6 +163,9 @@ class Toy(Recipe):
             mse = jnp.mean((pred.astype(jnp.float32) - batch["y"]) ** 2)
             if config.poison_after >= 0:
                 mse = jnp.where(batch["step"] >= config.poison_after, jnp.nan, mse)
+            if config.nan_grad_at >= 0:  # 0 * sqrt(0): the value 0, the gradient 0 * inf = NaN
+                at = jnp.where(batch["step"] == config.nan_grad_at, 0.0, 1.0)
+                mse = mse + 0.0 * jnp.sqrt(at + jnp.sum(0.0 * params["w"]))
             return mse, {}
 
         return loss
@@ -247,6 +251,71 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]  # none past the NaN
     good = np.asarray(TOY.load_run(tmp_path / "nan").params["w"])
     assert np.all(np.isfinite(good))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax: failed read
+def test_resume_past_a_damaged_newest_checkpoint_retrains_and_rewrites_it(tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    TOY.train(ToyConfig(devices=1, steps=8), run.path, progress=False)
+    chunks = [p for p in (run.checkpoints / "8").rglob("*") if p.is_file() and p.parent.name == "d"]
+    for chunk in chunks:
+        chunk.write_bytes(b"")
+    capsys.readouterr()
+    summary = TOY.train(ToyConfig(devices=1), run.path, progress=False)
+    err = capsys.readouterr().err
+    assert f"skipping unreadable checkpoint {run.checkpoints.resolve() / '8'} (" in err
+    assert "using step 4" in err and "aside to 8.corrupt" in err
+    assert summary["steps"] == 12
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["12", "8", "8.corrupt"]
+    steps = [r["step"] for r in read_metrics(run.metrics) if r["split"] == "train"]
+    assert steps == [2, 4, 6, 8, 10, 12]  # the records after step 4 were dropped and redone
+    TOY.train(ToyConfig(devices=1, steps=12), tmp_path / "straight", progress=False)
+    np.testing.assert_allclose(
+        TOY.load_run(run.path).params["w"], TOY.load_run(tmp_path / "straight").params["w"]
+    )
+
+
+def test_one_writer_per_run_folder_and_a_released_lock_is_no_obstacle(tmp_path):
+    import fcntl
+    import os
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    fd = os.open(run.lock_file, os.O_RDWR | os.O_CREAT)  # another process's `protgen train`
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"4242\n")
+        with pytest.raises(
+            DataError,
+            match=rf"^{run.path} is being written by another protgen process \(pid 4242\); "
+            "wait for it or use another --out$",
+        ):
+            TOY.train(ToyConfig(devices=1, steps=4), run.path, progress=False)
+        assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # nothing was written
+    finally:
+        os.close(fd)  # as when that process ends, however it ends (kill -9 included)
+    assert run.lock_file.read_text() == "4242\n"  # the stale file stays: it is no obstacle
+    assert TOY.train(ToyConfig(devices=1, steps=4), run.path, progress=False)["steps"] == 4
+    assert run.lock_file.read_text() == f"{os.getpid()}\n"
+    with run.lock():  # readers take no lock: loading works while a writer holds it
+        assert TOY.load_run(run.path).params["w"].shape == (4,)
+        with pytest.raises(DataError, match="being written by another protgen process"):
+            TOY.train(ToyConfig(devices=1, steps=8), run.path, progress=False)
+    assert TOY.train(ToyConfig(devices=1, steps=8), run.path, progress=False)["steps"] == 8
+
+
+def test_a_nan_gradient_with_a_finite_loss_never_reaches_a_checkpoint(tmp_path):
+    """Update 8 (the last before the step-8 checkpoint) has a finite loss but NaN gradients: its
+    NaN params must not be saved."""
+    from protgen_jax.checkpoint import Checkpointer
+
+    with pytest.raises(
+        TrainingError, match=r"gradient norm became non-finite at step 8; nothing after step 4"
+    ):
+        TOY.train(ToyConfig(devices=1, nan_grad_at=7), tmp_path / "nan", progress=False)
+    with Checkpointer(tmp_path / "nan" / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 4
+    assert np.all(np.isfinite(np.asarray(TOY.load_run(tmp_path / "nan").params["w"])))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_learns(tmp_path):

@@ -161,3 +161,60 @@ def test_sequence_set_npz_roundtrip_and_subset(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(DataError, match="unreadable"):
         sq.load_sequence_set(tmp_path / "bad.npz")
+
+
+def _family_less_fasta(tmp_path: Path, count: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    records = [
+        f">seq{i} a description without a family\n"
+        + "".join(rng.choice(list(vocab.AMINO_ACIDS), size=int(rng.integers(10, 40))))
+        for i in range(count)
+    ]
+    return _write(tmp_path, "\n".join(records) + "\n", "plain.fasta")
+
+
+def test_family_less_fasta_has_no_labels(tmp_path):
+    data = sq.read_sequences(_family_less_fasta(tmp_path))
+    assert data.family_names == () and len(data) == 40
+    assert (data.labels == -1).all()
+
+
+@pytest.mark.parametrize("method", ["oadm", "d3pm"])
+def test_seqdiff_trains_unconditionally_on_a_family_less_fasta(method, tmp_path, capsys):
+    """Headers without ``FAMILY|``: a one-line note, then an unconditional model (no family
+    embedding) trains two steps, loads back from its run folder and samples."""
+    import jax
+
+    from protgen_jax.recipes.config import apply_overrides
+    from protgen_jax.recipes.seqdiff import RECIPE
+
+    tiny = [
+        "num_layers=1", "num_heads=2", "model_dim=32", "max_len=32", "buckets=16,32",
+        "tokens_per_batch=128", "eval_batches=1", "eval_every=1", "log_every=1", "num_timesteps=4",
+        "warmup_steps=0", "sample_batch=8", "devices=1", "steps=2",
+    ]  # fmt: skip
+    path = _family_less_fasta(tmp_path)
+    config = apply_overrides(RECIPE.make_config(method), [f"data={path}", *tiny])
+    data = RECIPE.prepare(config, progress=False)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {path}: no header has a FAMILY|id")
+    model = RECIPE.build_model(config, data)
+    assert model.module.num_classes == 0
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    assert "class_embed" not in str(jax.tree_util.tree_structure(params))
+    assert {g.arrays["labels"].max() for g in RECIPE.batches(config, data)} == {-1}
+
+    run = tmp_path / "run"
+    summary = RECIPE.train(config, run, progress=False)
+    assert summary["steps"] == 2 and np.isfinite(summary["last_train"]["loss"])
+    loaded = RECIPE.load_run(run)
+    assert loaded.data.family_names == () and loaded.model.module.num_classes == 0
+    out = tmp_path / "samples.fasta"
+    RECIPE.run_command("sample", [run], {"out": out, "num": 3, "quiet": True})
+    assert out.read_text().count(">") == 3
+    with pytest.raises(DataError, match="'X': this run was trained without family labels"):
+        RECIPE.run_command("sample", [run], {"out": out, "num": 3, "family": "X", "quiet": True})
+    if method == "oadm":  # the evaluation skips the family-fidelity report, and says so with None
+        report = RECIPE.run_command("evaluate", [run], {"out": tmp_path / "e.json", "num": 2})
+        assert report["conditional"] is None and np.isfinite(report["perplexity"])
+        assert report["inpainting"]["num_sequences"] >= 1

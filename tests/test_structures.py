@@ -272,3 +272,56 @@ def test_write_trajectory_pdb(tmp_path: Path):
     assert stack.stack_depth() == 3 and stack.array_length() == 12
     np.testing.assert_allclose(stack.coord, frames, atol=1e-3)
     assert set(stack.atom_name) == {"CA"} and set(stack.res_name) == {"GLY"}
+
+
+def test_load_folder_skips_truncated_and_corrupt_files(shared_data: Path, tmp_path: Path):
+    """One good file, and truncated / corrupt PDB and mmCIF files: each bad one is skipped with its
+    reason (one line naming the file), the folder still loads."""
+    import gzip
+
+    source = _structures(shared_data) / "pdb" / "1CSP_A.pdb"
+    good = tmp_path / "good"
+    good.mkdir()
+    shutil.copy(source, good / "1CSP_A.pdb")
+    pdb_text = source.read_text()
+    atoms = pdb.PDBFile.read(str(source)).get_structure(model=1)
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, atoms)
+    cif.write(str(tmp_path / "whole.cif"))
+    cif_text = (tmp_path / "whole.cif").read_text()
+    cif_lines = cif_text.splitlines(keepends=True)
+    last_atom = max(i for i, line in enumerate(cif_lines) if line.startswith("ATOM"))
+    pdb_lines = pdb_text.splitlines(keepends=True)
+    some_atom = [i for i, line in enumerate(pdb_lines) if line.startswith("ATOM")][300]
+
+    bad = {
+        "cut.cif": cif_text[: len(cif_text) // 2],  # mid-line, inside atom_site
+        "cut_at_line.cif": "".join(cif_lines[:last_atom]),  # whole rows, no closing '#'
+        "cut.pdb": pdb_text[: pdb_text.index("\n", len(pdb_text) // 2) - 30],  # mid coordinates
+        "cut_record.pdb": "".join(pdb_lines[:some_atom]) + "ATO",
+        "empty.cif": "",
+        "noise.pdb": "hello\nthis is not a structure\n",
+    }
+    for name, text in bad.items():
+        (good / name).write_text(text)
+    (good / "packed.pdb").write_bytes(gzip.compress(pdb_text.encode()))
+    (good / "random.cif").write_bytes(np.random.default_rng(0).bytes(3000))
+
+    chains, skipped = load_folder(good, progress=False)
+    assert [c.name for c in chains] == ["1CSP_A"]
+    reasons = dict(skipped)
+    assert sorted(reasons) == sorted([*bad, "packed.pdb", "random.cif"])
+    assert all("\n" not in r and r.startswith(str(good / f)) for f, r in reasons.items())
+    assert "truncated" in reasons["cut.cif"] and "truncated" in reasons["cut_at_line.cif"]
+    assert "truncated ATOM record" in reasons["cut.pdb"]
+    assert "ends in the middle of a record" in reasons["cut_record.pdb"]
+    assert "empty file" in reasons["empty.cif"]
+    assert "cannot parse PDB structure" in reasons["noise.pdb"]
+    assert "gzip-compressed" in reasons["packed.pdb"]
+    assert "binary data" in reasons["random.cif"]
+
+    # complete files still load: an mmCIF, and a PDB whose last line has no newline
+    (good / "whole.cif").write_text(cif_text)
+    (good / "nonl.pdb").write_text(pdb_text.rstrip("\n"))
+    names = [c.name for c in load_folder(good, progress=False)[0]]
+    assert names == ["1CSP_A", "nonl_A", "whole_A"]

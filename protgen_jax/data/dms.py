@@ -9,6 +9,7 @@ is not one of the 20 amino acids).
 """
 
 import csv
+import io
 import math
 import os
 import re
@@ -26,6 +27,13 @@ __all__ = ["MutantMap", "map_mutants", "mutant_tokens", "parse_mutant", "read_dm
 
 _SUBSTITUTION = re.compile(r"^([A-Z])(\d+)([A-Z*])$")
 _MAX_LISTED = 10
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+)
 
 
 def read_dms(
@@ -34,6 +42,7 @@ def read_dms(
     *,
     mutant_column: str = "mutant",
     skip_missing: bool = False,
+    keep_missing: bool = False,
 ) -> tuple[list[str], np.ndarray]:
     """Read the mutant strings and one score column of a DMS CSV file.
 
@@ -42,19 +51,25 @@ def read_dms(
       column: name of the score column (for BLAT_ECOLX_Stiffler2015: "2500").
       mutant_column: name of the column holding the mutant strings.
       skip_missing: drop rows whose score is empty or NaN instead of raising.
+      keep_missing: return rows whose score is empty or NaN with a NaN score (so a caller can count
+        them) instead of raising.
 
     Returns:
       (mutants, scores): M mutant strings and np.float64 [M] scores, in file order.
 
     Raises:
-      DataError: missing / empty file, a missing column (listing the available ones), an empty mutant
-        cell, or a score that is not a finite number (naming the line).
+      DataError: missing / empty / binary or compressed file, a missing or repeated column (listing the
+        available ones), an empty mutant cell, or a score that is not a finite number (naming the line
+        and the column).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        reader = csv.reader(stream)
+    text = _read_text(path)
+    mutants: list[str] = []
+    scores: list[float] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}: empty file (no header row)")
@@ -64,9 +79,9 @@ def read_dms(
                 raise DataError(
                     f"{path}: no column {wanted!r}; available columns: {', '.join(header)}"
                 )
+            if header.count(wanted) > 1:
+                raise DataError(f"{path}: line 1: column {wanted!r} appears more than once")
         mutant_at, score_at = header.index(mutant_column), header.index(column)
-        mutants: list[str] = []
-        scores: list[float] = []
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -83,16 +98,43 @@ def read_dms(
             except ValueError:
                 value = None
             if value is None or not math.isfinite(value):
-                if skip_missing and (value is not None or cell == ""):
+                if (skip_missing or keep_missing) and (value is not None or cell == ""):
+                    if keep_missing:
+                        mutants.append(mutant)
+                        scores.append(math.nan)
                     continue
                 raise DataError(
-                    f"{path}: line {line} ({mutant}): {column!r} value {cell!r} is not a finite number"
+                    f"{path}: line {line} ({mutant}): {column!r} value {cell!r} is not a finite "
+                    "number"
                 )
             mutants.append(mutant)
             scores.append(value)
+    except csv.Error as err:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from err
     if not mutants:
         raise DataError(f"{path}: no data rows")
     return mutants, np.asarray(scores, dtype=np.float64)
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; DataError for a compressed or binary file, naming the line of a bad byte."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
+    for magic, kind in _COMPRESSED:
+        if raw.startswith(magic):
+            raise DataError(f"{path}: is a {kind} file, not a CSV; decompress it first")
+    bad = raw.find(b"\x00")
+    if bad < 0:
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            bad = err.start
+    line = raw[:bad].count(b"\n") + 1
+    raise DataError(
+        f"{path}: line {line}: binary data (byte {raw[bad]:#04x}), not a UTF-8 CSV text file"
+    )
 
 
 def parse_mutant(mutant: str) -> list[tuple[str, int, str]]:

@@ -14,13 +14,13 @@ apart.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import biotite
 import biotite.structure as struc
 import biotite.structure.info as struc_info
 import numpy as np
@@ -103,6 +103,60 @@ def _one_letter(res_name: str) -> str:
     return code.upper()
 
 
+_COORDINATE_RECORDS = ("ATOM", "HETATM")
+_PDB_RECORDS = ("ATOM", "HETATM", "ANISOU", "TER", "END", "ENDMDL", "MODEL", "CONECT", "MASTER")
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; DataError for an unreadable, empty, compressed or binary file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
+    if raw.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path}: gzip-compressed; decompress it (gunzip) first")
+    if not raw.strip():
+        raise DataError(f"{path}: empty file")
+    bad = raw.find(b"\x00")
+    if bad < 0:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad = err.start
+    line = raw[:bad].count(b"\n") + 1
+    raise DataError(f"{path}: line {line}: binary data (byte {raw[bad]:#04x}), not a text file")
+
+
+def _check_complete(path: Path, text: str, is_pdb: bool) -> None:
+    """DataError when the file visibly stops early (a truncated download or copy).
+
+    PDB: the last line is a coordinate record cut before its coordinates end (column 54), or, in a file
+    without a final newline, a fragment of a record name or a coordinate record. mmCIF: a file whose
+    categories are closed by ``#`` lines (as the PDB archive and biotite write them) does not end with one.
+    """
+    lines = text.rstrip("\r\n").splitlines()
+    last, number = (lines[-1], len(lines)) if lines else ("", 0)
+    ends_mid_line = not text.endswith(("\n", "\r"))
+    if is_pdb:
+        record = last[:6].strip()
+        if record in _COORDINATE_RECORDS and len(last.rstrip()) < 54:
+            raise DataError(
+                f"{path}: line {number}: truncated {record} record (the file ends before its "
+                "coordinates)"
+            )
+        fragment = (
+            bool(record)
+            and record not in _PDB_RECORDS
+            and any(name.startswith(record) for name in _PDB_RECORDS)
+        )
+        if ends_mid_line and (fragment or record in _COORDINATE_RECORDS):
+            raise DataError(f"{path}: line {number}: the file ends in the middle of a record")
+    elif any(line.strip() == "#" for line in lines) and not last.startswith("#"):
+        raise DataError(
+            f"{path}: line {number}: truncated (the last category is not closed by a '#' line)"
+        )
+
+
 def _read_first_model(path: Path) -> struc.AtomArray:
     suffix = path.suffix.lower()
     if suffix not in STRUCTURE_SUFFIXES:
@@ -111,12 +165,19 @@ def _read_first_model(path: Path) -> struc.AtomArray:
         )
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    is_pdb = suffix in (".pdb", ".ent")
+    text = _read_text(path)
+    _check_complete(path, text, is_pdb)
     try:
-        if suffix in (".pdb", ".ent"):
-            return pdb.PDBFile.read(str(path)).get_structure(model=1)
-        return pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1)
-    except (biotite.InvalidFileError, ValueError, KeyError, IndexError) as err:
-        raise DataError(f"{path}: cannot parse structure ({err})") from err
+        if is_pdb:
+            return pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1)
+        return pdbx.get_structure(pdbx.CIFFile.read(io.StringIO(text)), model=1)
+    except Exception as err:  # biotite raises many types on malformed files; all mean "unusable"
+        kind = "PDB" if is_pdb else "mmCIF"
+        reason = " ".join(str(err).split())[:200]
+        raise DataError(
+            f"{path}: cannot parse {kind} structure ({type(err).__name__}: {reason})"
+        ) from err
 
 
 def _protein_atoms(atoms: struc.AtomArray) -> struc.AtomArray:
@@ -149,7 +210,7 @@ def load_chain(
       counted in `n_missing_ca` (see the module docstring).
 
     Raises:
-      DataError: unreadable file, no protein chain, absent chain id (the message lists the available ones),
+      DataError: unreadable, empty, binary, truncated or malformed file, no protein chain, absent chain id (the message lists the available ones),
         non-finite CA coordinates, or a length outside [min_length, max_length].
     """
     path = Path(path)

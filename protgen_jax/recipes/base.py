@@ -28,11 +28,14 @@ steps, resume, time budget, NaN guard) is :func:`protgen_jax.fit.fit`, usable wi
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, NamedTuple
@@ -70,6 +73,35 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     curves = property(lambda self: self.path / "curves.png")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    lock_file = property(lambda self: self.path / ".lock")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's writer lock (``.lock``, created with the folder if missing) for the block.
+
+        One process writes a run at a time: a second writer gets a DataError naming the holder's
+        pid (written into ``.lock``). The lock is a ``flock`` on the open file, so the kernel
+        releases it when the holder exits in any way, ``kill -9`` included: a ``.lock`` left
+        behind by a killed run is no obstacle and is never deleted. Readers (``sample``,
+        ``evaluate``, ``score``) take no lock. Not reentrant: a second ``lock()`` in the same
+        process is refused too.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise DataError(
+                    f"{self.path} is being written by another protgen process (pid {holder}); "
+                    "wait for it or use another --out"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def file(self, name: str) -> Path:
         """Another file of the run (the family's data file, reports)."""
@@ -232,44 +264,48 @@ class Recipe(abc.ABC):
 
     # ---------------------------------------------------------------- train
     def train(self, config: Any, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-        """Train, or resume, the run in ``run_dir``; returns the summary (also ``summary.json``)."""
+        """Train, or resume, the run in ``run_dir``; returns the summary (also ``summary.json``).
+
+        The run's writer lock (:meth:`RunDir.lock`) is held for the whole call: a second ``train``
+        of the same folder is refused with a DataError while this one runs.
+        """
         config = self.check(config)
         run = RunDir(run_dir)
-        run.path.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        if run.file(self.data_file).exists():
-            data = self.load_data(run)
-        else:
-            data = self.prepare(config, progress)
-            self.save_data(run, data)
-        model = self.build_model(config, data)
-        groups = self.batches(config, data)
-        num_devices = device_count(config, groups)
-        save_json_atomic(run.config, config_to_dict(config))
-        save_json_atomic(
-            run.info,
-            {
-                "family": self.model_name(config),
-                "recipe": self.family,
-                "devices": num_devices,
-                "platform": jax.devices()[0].platform,
-                "dtype": config.dtype,
-                "steps_per_call": config.steps_per_call,
-                "alphabet": alphabet.LAYOUT,
-            },
-        )
-        self.extra_run_files(run, config, data)
-        root = keys.root_key(config.seed)
-        state = self.init_state(model, config, data, keys.named(root, "init"))
-        eval_fn = self.make_eval(model, config, data, keys.named(root, "eval"))
-        with Checkpointer(run.checkpoints, max_to_keep=2) as ckpt:
-            state, stopped = fit(
-                config, state, groups, self.loss_fn(model, config, data), self.optimizer(config),
-                ckpt, run.metrics, keys.named(root, "train"), eval_fn=eval_fn,
-                eval_params=lambda s: self.chosen_params(s, config), num_devices=num_devices,
-                started=started, progress=progress, desc=f"train {self.model_name(config)}",
-            )  # fmt: skip
-        return self._finish(config, run, data, state, stopped, started)
+        with run.lock():  # released when this returns or raises (or the process dies)
+            started = time.perf_counter()
+            fresh = not run.file(self.data_file).exists()
+            data = self.prepare(config, progress) if fresh else self.load_data(run)
+            model = self.build_model(config, data)
+            groups = self.batches(config, data)
+            num_devices = device_count(config, groups)
+            if fresh:  # saved once every check has passed: a failed call leaves no stale data
+                self.save_data(run, data)
+            save_json_atomic(run.config, config_to_dict(config))
+            save_json_atomic(
+                run.info,
+                {
+                    "family": self.model_name(config),
+                    "recipe": self.family,
+                    "devices": num_devices,
+                    "platform": jax.devices()[0].platform,
+                    "dtype": config.dtype,
+                    "steps_per_call": config.steps_per_call,
+                    "alphabet": alphabet.LAYOUT,
+                },
+            )
+            self.extra_run_files(run, config, data)
+            root = keys.root_key(config.seed)
+            state = self.init_state(model, config, data, keys.named(root, "init"))
+            eval_fn = self.make_eval(model, config, data, keys.named(root, "eval"))
+            with Checkpointer(run.checkpoints, max_to_keep=2) as ckpt:
+                state, stopped = fit(
+                    config, state, groups, self.loss_fn(model, config, data),
+                    self.optimizer(config), ckpt, run.metrics, keys.named(root, "train"),
+                    eval_fn=eval_fn, eval_params=lambda s: self.chosen_params(s, config),
+                    num_devices=num_devices, started=started, progress=progress,
+                    desc=f"train {self.model_name(config)}",
+                )  # fmt: skip
+            return self._finish(config, run, data, state, stopped, started)
 
     def _finish(self, config, run, data, state, stopped, started) -> dict[str, Any]:
         from protgen_jax.plots import plot_curves

@@ -62,8 +62,10 @@ COMMON = (
     Option("out", str, required=True, help="output path"),
     Option("seed", int, None, "root key of the command (default: the run's seed)", low=0),
     Option("quiet", bool, False, "no progress bars"),
+    Option("force", bool, False, "replace output files that already exist"),
 )
-"""Options every command of every family takes."""
+"""Options every command of every family takes (``protgen`` checks ``--out`` and ``--force`` before any
+model is loaded; a family's command may ignore ``force``)."""
 
 
 def resolve_options(

@@ -75,6 +75,8 @@ def _family_label(run: LoadedRun, family: str | None) -> int:
     names = run.data.family_names
     if not family:
         return -1
+    if not names:
+        raise DataError(f"--family {family!r}: this run was trained without family labels")
     if family not in names:
         shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
         raise DataError(f"family {family!r} is not one of the run's {len(names)} families: {shown}")
@@ -240,7 +242,7 @@ def _sampling_reports(run: LoadedRun, seqs, labels, num: int, key: jax.Array) ->
         "unconditional": sample_quality(
             samples, natural, train_seqs, kmer_counts(train_seqs), uniref
         ),
-        "conditional": conditional_report(
+        "conditional": None if not train.family_names else conditional_report(
             generate, train, classifier, natural, val.labels[natural_idx],
             keys.named(key, "conditional"), num_families=cfg.cond_families,
             samples_per_family=cfg.cond_samples, scales=cfg.eval_guidance, max_len=cfg.max_len,

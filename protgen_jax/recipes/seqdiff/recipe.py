@@ -1,7 +1,9 @@
 """The sequence-diffusion recipe on the shared skeleton: config, data, device-side batches, training.
 
 OADM (EvoDiff-OA), D3PM (uniform / absorbing) and the continuous relaxation train on unaligned protein
-domains with family labels; one :class:`SeqDiffRecipe` serves the three (``config.method``).
+domains with family labels; one :class:`SeqDiffRecipe` serves the three (``config.method``). A FASTA
+without any ``FAMILY|`` header trains an unconditional network (:class:`UnconditionalDenoiser`, no family
+embedding; a note on stderr says so).
 
 Batches (:meth:`SeqDiffRecipe.batches`): the training sequences, cropped to ``max_len`` ``M``, fall
 in the smallest bucket length ``L_b >= min(len, M)``; bucket ``b`` (``n_b`` members) is one
@@ -17,7 +19,9 @@ Run folder: ``config.json``, ``run.json``, ``data.npz`` (tokens, labels, split),
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +50,7 @@ from protgen_jax.fit import (
     require_between,
     require_choice,
 )
+from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.seqdiff.model import SeqDiffModel, build_model
 from protgen_jax.train import make_eval_step
@@ -57,7 +62,7 @@ METHODS = ("oadm", "d3pm", "relax")
 class SeqDiffConfig(TrainConfig):
     """Defaults of ``protgen train oadm|d3pm|relax`` (override with ``--set key=value``)."""
 
-    data: str = ""  # FASTA with FAMILY|id headers; "" = the registry's domain sequences
+    data: str = ""  # FASTA, FAMILY|id headers (none: unconditional); "" = the registry's domains
     steps: int = 2000
     ema_decay: float = 0.999
     eval_every: int = 500
@@ -196,6 +201,26 @@ def bucket_groups(
     return groups
 
 
+class UnconditionalDenoiser(SequenceDenoiser):
+    """A ``SequenceDenoiser`` without family conditioning (``num_classes = 0``) that ignores the null
+    labels the model passes: the network of a run whose FASTA has no ``FAMILY|`` headers. Its params
+    are those of ``SequenceDenoiser(num_classes=0)``."""
+
+    def __call__(self, x_t, t, mask=None, cond=None, *, deterministic: bool = True):
+        return super().__call__(x_t, t, mask, None, deterministic=deterministic)
+
+
+def unconditional(model: SeqDiffModel) -> SeqDiffModel:
+    """``model`` (built with ``num_families = 0``) on an :class:`UnconditionalDenoiser`."""
+    module = model.module
+    fields = {
+        f.name: getattr(module, f.name)
+        for f in dataclasses.fields(SequenceDenoiser)
+        if f.init and f.name not in ("parent", "name")
+    }
+    return dataclasses.replace(model, module=UnconditionalDenoiser(**fields))
+
+
 class SeqDiffRecipe(Recipe):
     """OADM, D3PM and the continuous relaxation (``config.method``) on one ``SequenceDenoiser``:
     the training hooks (commands: :mod:`.commands`)."""
@@ -243,6 +268,12 @@ class SeqDiffRecipe(Recipe):
             raise DataError(
                 f"{path}: too few sequences ({len(data)}) for a training/validation split"
             )
+        if not data.family_names:
+            print(
+                f"note: {path}: no header has a FAMILY|id prefix; training an unconditional model "
+                "(no family labels; cfg_drop, --family and --guidance do not apply)",
+                file=sys.stderr,
+            )
         return PreparedData(data, holdout)
 
     def save_data(self, run: RunDir, data: PreparedData) -> None:
@@ -276,7 +307,9 @@ class SeqDiffRecipe(Recipe):
 
     # ------------------------------------------------------------------ model and training
     def build_model(self, config: SeqDiffConfig, data: PreparedData) -> SeqDiffModel:
-        return build_model(config, len(data.family_names))
+        """The configured model; unconditional (no family embedding) when the data has no family."""
+        model = build_model(config, len(data.family_names))
+        return model if data.family_names else unconditional(model)
 
     def init_params(self, model: SeqDiffModel, config, data, key: jax.Array) -> Any:
         return model.init(key)

@@ -7,6 +7,7 @@ scores of their members. Baseline: the site-independent model fitted on the same
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +82,9 @@ def score(runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[
                 f"{run.run.path}: its alignment columns differ from {first.run.path}; cannot ensemble"
             )
     dms = prepare_dms(aln, dms_path, opts.column, opts.mutant_column)
+    warning = dms.skipped_warning(dms_path)
+    if warning:
+        print(warning, file=sys.stderr)
     # The posterior-mean estimator is one deterministic evaluation per sequence.
     num_samples = 1 if estimator_name == "mean" else (opts.samples or first.config.score_samples)
     batch_size = min(opts.batch_size or default_score_batch_size(), len(dms.sequences))
@@ -115,7 +119,7 @@ def score(runs: list[LoadedRun], opts: SimpleNamespace, key: jax.Array) -> dict[
         "spearman_per_run": [spearman(s, dms.fitness) for s in per_run],
         "site_independent_spearman": spearman(site_scores, dms.fitness),
         "n_used": len(dms.mutants),
-        "n_skipped": dms.n_total - len(dms.mutants),
+        "n_skipped": dms.n_skipped,
         "skipped_reasons": dms.skip_reasons,
         "estimator": estimator_name,
         "num_samples": num_samples,
