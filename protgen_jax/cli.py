@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from protgen_jax.errors import DataError, TrainingError
 
@@ -150,7 +150,7 @@ def _config_file_changes(recipe: Any, path: Path) -> dict[str, Any]:
 
 def _check_resume(run: Any, saved: Any, config: Any, filled: dict[str, Any]) -> None:
     """DataError when ``config`` changes a key of the saved run that a resume may not change."""
-    from protgen_jax.recipes.config import config_to_dict
+    from protgen_jax.config import config_to_dict
 
     before, after = config_to_dict(saved), config_to_dict(config)
     changed = []
@@ -169,9 +169,9 @@ def _check_resume(run: Any, saved: Any, config: Any, filled: dict[str, Any]) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from protgen_jax.config import apply_overrides, missing_keys
     from protgen_jax.recipes import recipe_for_model
     from protgen_jax.recipes.base import RunDir
-    from protgen_jax.recipes.config import apply_overrides, missing_keys
 
     recipe = recipe_for_model(args.model)
     try:
@@ -261,46 +261,15 @@ def _command_parser(command: str, recipes: dict) -> argparse.ArgumentParser:
     return parser
 
 
-class _Plan(NamedTuple):
-    """What a command writes: ``files`` (the report and the files beside or inside ``--out``) and
-    ``numbered`` folders it fills with ``sample_*.pdb``; ``folder``: ``--out`` is a folder."""
-
-    folder: bool
-    files: list[Path]
-    numbered: list[Path]
-
-
-def _planned_outputs(family: str, command: str, out: Path, opts: Any) -> _Plan:
-    """The files ``protgen COMMAND`` writes for a run of ``family`` (what each family's command
-    module writes; an unknown family: ``--out`` alone, a file)."""
-    if family == "backbone" and command == "sample":
-        numbered = [out] + ([out / "trajectories"] if getattr(opts, "trajectory", False) else [])
-        return _Plan(True, [out / "summary.json"], numbered)
-    if family == "backbone" and command == "evaluate":
-        stem = str(out.with_suffix(""))
-        files = [out, Path(f"{stem}_geometry.png"), Path(f"{stem}_random_walk.png")]
-        return _Plan(False, files, [Path(f"{stem}_samples")])
-    if family == "vae" and command == "score":
-        files = [out, out.with_name(out.stem + "_scores.csv"), out.with_suffix(".png")]
-        return _Plan(False, files, [])
-    if family == "vae" and command == "evaluate":
-        files = [
-            out,
-            out.with_name(out.stem + "_latent.png"),
-            out.with_name(out.stem + "_interpolation.fasta"),
-        ]
-        return _Plan(False, files, [])
-    return _Plan(False, [out], [])
-
-
-def _check_outputs(family: str, command: str, opts: Any, runs: list[Path], force: bool) -> None:
+def _check_outputs(recipe: Any, command: str, opts: Any, runs: list[Path], force: bool) -> None:
     """Refuse, before any model is loaded, an output that is empty, cannot be written, lies inside a
     run folder of the command, or would replace an existing file without ``--force``."""
     given = str(opts.out)
     if not given.strip():
         raise DataError(f"--out is empty; name the {command} output")
     out = Path(given)
-    plan = _planned_outputs(family, command, Path(os.path.abspath(out)), opts)
+    family = recipe.family
+    plan = recipe.outputs(command, Path(os.path.abspath(out)), opts)
     if plan.folder:
         if out.exists() and not out.is_dir():
             raise DataError(
@@ -355,7 +324,7 @@ def _run_command(command: str, argv: list[str], quiet: bool) -> None:
     opts = recipe.options(command, given)  # flag errors first, then the run-dependent checks
     recipe.check_command(command, opts, [RunDir(r) for r in runs])
     try:
-        _check_outputs(recipe.family, command, opts, runs, force=bool(opts.force))
+        _check_outputs(recipe, command, opts, runs, force=bool(opts.force))
     except OSError as err:  # e.g. a folder on the way that may not be looked into
         raise DataError(f"--out {opts.out}: {err}") from err
     _print_json(recipe.run_command(command, runs, given))

@@ -13,6 +13,7 @@ from biotite.structure.io import pdb
 from jax.tree_util import Partial
 
 from protgen_jax import cli
+from protgen_jax.config import config_to_dict, load_config
 from protgen_jax.data.structures import (
     COORD_SCALE,
     Chain,
@@ -27,7 +28,6 @@ from protgen_jax.fit import read_metrics
 from protgen_jax.nn.backbone import BackboneDenoiser, local_geometry_features
 from protgen_jax.recipes import backbone as bb
 from protgen_jax.recipes.base import RunDir
-from protgen_jax.recipes.config import config_to_dict, load_config
 from protgen_jax.structure.frames import random_rotation_np
 from protgen_jax.structure.geometry import kabsch_rmsd
 from protgen_jax.structure.noise import centred_denoise_fn, masked_center, zero_com_noise

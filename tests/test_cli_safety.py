@@ -17,8 +17,8 @@ import pytest
 
 from protgen_jax import cli
 from protgen_jax.cli import main
+from protgen_jax.config import config_to_dict
 from protgen_jax.recipes import recipe_for_model
-from protgen_jax.recipes.config import config_to_dict
 
 # ----------------------------------------------------------------------------------- helpers
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from protgen_jax.cli import main
+from protgen_jax.config import apply_overrides, config_to_dict, load_config, missing_keys
 from protgen_jax.errors import DataError
 from protgen_jax.recipes.backbone import BackboneConfig
-from protgen_jax.recipes.config import apply_overrides, config_to_dict, load_config, missing_keys
 from protgen_jax.recipes.seqdiff import SeqDiffConfig
 from protgen_jax.recipes.vae import VAEConfig
 

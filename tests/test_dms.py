@@ -217,7 +217,7 @@ def test_score_command_warns_about_skipped_mutants(tmp_path, capsys):
     naming how many were skipped and why (they are also counted in the report)."""
     import json
 
-    from protgen_jax.recipes.config import apply_overrides
+    from protgen_jax.config import apply_overrides
     from protgen_jax.recipes.vae import RECIPE, VAEConfig
 
     rng = np.random.default_rng(0)

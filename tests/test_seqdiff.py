@@ -12,6 +12,7 @@ from jax.tree_util import Partial
 from protgen_jax import alphabet as vocab
 from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.cli import main
+from protgen_jax.config import apply_overrides
 from protgen_jax.data.fasta import read_fasta, read_records, write_fasta
 from protgen_jax.data.sequences import SequenceSet
 from protgen_jax.diffusion import cosine_schedule, normal_kl
@@ -19,7 +20,6 @@ from protgen_jax.discrete import relax
 from protgen_jax.errors import DataError
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
 from protgen_jax.recipes import recipe_for_model
-from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.seqdiff import (
     RECIPE,
     SeqDiffConfig,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from protgen_jax.cli import main
+from protgen_jax.config import apply_overrides
 from protgen_jax.data.fasta import read_records
 from protgen_jax.fit import read_metrics
-from protgen_jax.recipes.config import apply_overrides
 from protgen_jax.recipes.vae import RECIPE, VAEConfig, prepare_dms
 
 train = RECIPE.train
@@ -85,7 +85,7 @@ def test_resuming_a_run_older_than_a_config_key_names_the_filled_defaults(
     saved = json.loads((run / "config.json").read_text())
     del saved["local_reparameterization"], saved["sparsity_prior_p"]
     (run / "config.json").write_text(json.dumps(saved))
-    from protgen_jax.recipes.config import missing_keys
+    from protgen_jax.config import missing_keys
 
     assert missing_keys(VAEConfig, run / "config.json") == {
         "sparsity_prior_p": VAEConfig().sparsity_prior_p,
@@ -406,7 +406,7 @@ def test_experiment_configs_load_and_track_the_spearman(name, slice_a2m, shared_
     in-training Spearman computed by the config's score estimator."""
     from pathlib import Path
 
-    from protgen_jax.recipes.config import config_to_dict, load_config
+    from protgen_jax.config import config_to_dict, load_config
 
     path = Path(__file__).parents[1] / "experiments" / "blat_vae" / name
     assert set(json.loads(path.read_text())) <= set(config_to_dict(VAEConfig()))

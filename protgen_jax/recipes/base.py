@@ -47,6 +47,7 @@ import optax
 from protgen_jax import alphabet, keys
 from protgen_jax.atomic import save_json_atomic
 from protgen_jax.checkpoint import Checkpointer
+from protgen_jax.config import config_to_dict, load_config
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
     BatchGroup,
@@ -56,7 +57,6 @@ from protgen_jax.fit import (
     fit,
     read_metrics,
 )
-from protgen_jax.recipes.config import config_to_dict, load_config
 from protgen_jax.recipes.options import Option, resolve_options
 from protgen_jax.train import TrainState
 
@@ -117,6 +117,16 @@ class RunDir:
             return json.loads(self.info.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{self.info}: unreadable run info ({err})") from err
+
+
+class OutputPlan(NamedTuple):
+    """What a command writes for ``--out``: ``files`` (the report and the files beside or inside it),
+    ``numbered`` folders it fills with ``sample_*.pdb``; ``folder``: ``--out`` is a folder. The CLI
+    checks them before any model is loaded (never inside a run folder, no silent replacement)."""
+
+    folder: bool
+    files: list[Path]
+    numbered: list[Path]
 
 
 class LoadedRun(NamedTuple):
@@ -368,6 +378,10 @@ class Recipe(abc.ABC):
         if len(runs) != 1:
             raise DataError(f"`{command}` takes one run, got {len(runs)}")
         return getattr(self, command)(runs[0], opts, key)
+
+    def outputs(self, command: str, out: Path, opts: SimpleNamespace) -> OutputPlan:
+        """The files ``command`` writes for ``--out`` (default: the one file ``out``)."""
+        return OutputPlan(False, [out], [])
 
     def check_command(self, command: str, opts: SimpleNamespace, runs: list[RunDir]) -> None:
         """Checks of a command's options against the run folders, before any model is built; optional (none by default)."""

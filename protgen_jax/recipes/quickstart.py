@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from protgen_jax.atomic import save_json_atomic
-from protgen_jax.recipes.config import apply_overrides
+from protgen_jax.config import apply_overrides
 from protgen_jax.recipes.vae import RECIPE, VAEConfig, default_dms
 
 QUICKSTART_STEPS = 2500

@@ -47,7 +47,7 @@ from protgen_jax.recipes.backbone.recipe import (
     denoiser,
     make_schedule,
 )
-from protgen_jax.recipes.base import LoadedRun
+from protgen_jax.recipes.base import LoadedRun, OutputPlan
 from protgen_jax.recipes.options import Option
 from protgen_jax.structure.geometry import (
     gap_closed,
@@ -278,6 +278,16 @@ class Backbone(BackboneRecipe):
     commands = COMMANDS
     sample = staticmethod(sample)
     evaluate = staticmethod(evaluate)
+
+    def outputs(self, command: str, out: Path, opts: SimpleNamespace) -> OutputPlan:
+        """sample: a folder of ``sample_*.pdb`` (+ ``trajectories/``) and ``summary.json``;
+        evaluate: the JSON, two plots and ``<stem>_samples/`` beside it."""
+        if command == "sample":
+            numbered = [out] + ([out / "trajectories"] if opts.trajectory else [])
+            return OutputPlan(True, [out / "summary.json"], numbered)
+        stem = str(out.with_suffix(""))
+        files = [out, Path(f"{stem}_geometry.png"), Path(f"{stem}_random_walk.png")]
+        return OutputPlan(False, files, [Path(f"{stem}_samples")])
 
 
 RECIPE = Backbone()

@@ -26,7 +26,7 @@ from protgen_jax.data import write_fasta
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import sequence_statistics_report, spearman
 from protgen_jax.plots import plot_latent, plot_scatter
-from protgen_jax.recipes.base import LoadedRun
+from protgen_jax.recipes.base import LoadedRun, OutputPlan
 from protgen_jax.recipes.options import Option
 from protgen_jax.recipes.vae.dms import DMSSet, prepare_dms
 from protgen_jax.recipes.vae.model import (
@@ -259,6 +259,18 @@ class VAE(VAERecipe):
     score = staticmethod(score)
     sample = staticmethod(sample)
     evaluate = staticmethod(evaluate)
+
+    def outputs(self, command: str, out: Path, opts: SimpleNamespace) -> OutputPlan:
+        """score: the JSON, ``<stem>_scores.csv`` and a PNG; evaluate: the JSON, a latent plot and an
+        interpolation FASTA; sample: the FASTA."""
+        if command == "score":
+            return OutputPlan(
+                False, [out, out.with_name(out.stem + "_scores.csv"), out.with_suffix(".png")], []
+            )
+        if command == "evaluate":
+            beside = [out.with_name(out.stem + s) for s in ("_latent.png", "_interpolation.fasta")]
+            return OutputPlan(False, [out, *beside], [])
+        return OutputPlan(False, [out], [])
 
 
 RECIPE = VAE()
