@@ -68,6 +68,9 @@ class TrainConfig:
     them when they do), 1 = one device, n = exactly n (an error if a batch size is not a multiple).
     ``time_limit_minutes``: stop at the last checkpoint before the budget of this call would be passed
     (0 = no limit); the same command resumes.
+    ``init``: fine-tuning: the first call copies the (EMA) weights of that run into every parameter of
+    the same path and shape (others, e.g. a family embedding of another size, stay freshly initialised);
+    the optimizer state and the step count start fresh.
     """
 
     data: str = ""
@@ -81,6 +84,7 @@ class TrainConfig:
     steps_per_call: int = 10
     dtype: str = "float32"
     devices: int = 0
+    init: str = ""  # a run folder of the same family to start from (its weights, fresh optimizer)
 
 
 def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:

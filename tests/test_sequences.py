@@ -218,3 +218,53 @@ def test_seqdiff_trains_unconditionally_on_a_family_less_fasta(method, tmp_path,
         report = RECIPE.run_command("evaluate", [run], {"out": tmp_path / "e.json", "num": 2})
         assert report["conditional"] is None and np.isfinite(report["perplexity"])
         assert report["inpainting"]["num_sequences"] >= 1
+
+
+def test_split_families_equals_reading_a_file_without_them(tmp_path):
+    records = [("A|1", "ACDE"), ("B|2", "KLMN"), ("C|3", "WWYY"), ("A|4", "PPQQ"), ("x5", "GGG")]
+    full = sq.read_sequences(_write(tmp_path, "".join(f">{h}\n{s}\n" for h, s in records)))
+    kept, removed = sq.split_families(full, ("B",))
+    text = "".join(f">{h}\n{s}\n" for h, s in records if not h.startswith("B|"))
+    direct = sq.read_sequences(_write(tmp_path, text, "kept.fasta"))
+    assert kept.family_names == direct.family_names == ("A", "C")
+    np.testing.assert_array_equal(kept.labels, direct.labels)  # [0, 1, 0, -1]
+    np.testing.assert_array_equal(kept.tokens, direct.tokens)
+    assert kept.ids == direct.ids and removed.ids == ("B|2",)
+    assert vocab.decode(removed.sequence(0)) == "KLMN"
+    with pytest.raises(DataError, match="'Z' is not a family"):
+        sq.split_families(full, ("Z",))
+
+
+def test_unseen_families_are_left_out_of_training_and_written_for_evaluation(tmp_path):
+    from protgen_jax.config import apply_overrides
+    from protgen_jax.recipes.base import RunDir
+    from protgen_jax.recipes.seqdiff import RECIPE
+
+    rng = np.random.default_rng(1)
+    lines = []
+    for fam in ("F1", "F2", "F3"):
+        for i in range(20):
+            seq = "".join(rng.choice(list(vocab.AMINO_ACIDS), size=int(rng.integers(10, 30))))
+            lines.append(f">{fam}|s{i}\n{seq}\n")
+    path = _write(tmp_path, "".join(lines), "three.fasta")
+    config = apply_overrides(RECIPE.make_config("oadm"), [f"data={path}", "unseen_families=F2"])
+    data = RECIPE.prepare(config, progress=False)
+    assert data.family_names == ("F1", "F3") and len(data.sequences) == 40
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    RECIPE.save_data(run, data)
+    unseen = sq.read_sequences(run.file("unseen.fasta"))
+    assert unseen.family_names == ("F2",) and len(unseen) == 20
+    assert RECIPE.load_data(run).family_names == ("F1", "F3")
+
+
+def test_fine_tuning_starts_new_families_from_the_null_family_row():
+    import jax.numpy as jnp
+
+    from protgen_jax.recipes.seqdiff import RECIPE
+
+    source = np.arange(12, dtype=np.float32).reshape(4, 3)  # 3 families + the null row [9, 10, 11]
+    name = "['params']['transformer']['time_embed']['class_embed']['embedding']"
+    adapted = RECIPE.adapt_init_leaf(name, source, jnp.zeros((2, 3)))
+    np.testing.assert_array_equal(adapted, [[9, 10, 11], [9, 10, 11]])
+    assert RECIPE.adapt_init_leaf("['params']['other']", source, jnp.zeros((2, 3))) is None

@@ -23,6 +23,7 @@ gives the same split for any subset or reordering of the file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "read_inpaint_fasta",
     "read_sequences",
     "save_sequence_set",
+    "split_families",
 ]
 
 AMBIGUOUS = "XBZJ"
@@ -158,6 +160,30 @@ class SequenceSet:
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             num_skipped=0,
         )
+
+
+def split_families(data: SequenceSet, names: tuple[str, ...]) -> tuple[SequenceSet, SequenceSet]:
+    """``(kept, removed)``: the sequences of the families ``names`` move to ``removed``, and ``kept``
+    gets the vocabulary without them (``read_sequences`` of a file holding only the kept records gives
+    the same set). ``removed`` keeps the full vocabulary.
+
+    Raises:
+      DataError: a name that is not a family of ``data``.
+    """
+    missing = [n for n in names if n not in data.family_names]
+    if missing:
+        raise DataError(
+            f"{missing[0]!r} is not a family of the data ({len(data.family_names)} families)"
+        )
+    gone = np.isin(data.labels, [data.family_names.index(n) for n in names])
+    kept = data.subset(np.flatnonzero(~gone))
+    vocabulary = tuple(f for f in data.family_names if f not in names)
+    old_names = [data.family_names[k] if k >= 0 else "" for k in kept.labels]
+    kept = dataclasses.replace(
+        kept, family_names=vocabulary, labels=_relabel(old_names, vocabulary),
+        num_skipped=data.num_skipped,
+    )  # fmt: skip
+    return kept, data.subset(np.flatnonzero(gone))
 
 
 def _relabel(families: list[str], family_names: tuple[str, ...]) -> np.ndarray:

@@ -34,6 +34,7 @@ import optax
 from protgen_jax import alphabet as vocab
 from protgen_jax import keys
 from protgen_jax.data import resolve
+from protgen_jax.data.fasta import write_fasta
 from protgen_jax.data.sequences import (
     SequenceSet,
     bucket_index,
@@ -41,6 +42,7 @@ from protgen_jax.data.sequences import (
     load_sequence_set,
     read_sequences,
     save_sequence_set,
+    split_families,
 )
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
@@ -81,6 +83,7 @@ class SeqDiffConfig(TrainConfig):
     buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256)  # padded lengths; the last is max_len
     tokens_per_batch: int = 4096  # batch size of a bucket = tokens_per_batch // its length
     holdout_fraction: float = 0.05  # hash-based validation split (sequences.holdout_mask)
+    unseen_families: tuple[str, ...] = ()  # left out of training entirely: RUN/unseen.fasta
     num_layers: int = 4
     num_heads: int = 4
     model_dim: int = 128
@@ -107,10 +110,12 @@ def default_data() -> Path:
 
 
 class PreparedData(NamedTuple):
-    """The sequences a run trains on, with the fixed split (``holdout [N]`` bool)."""
+    """The sequences a run trains on, with the fixed split (``holdout [N]`` bool), and the sequences of
+    the families left out of training (``unseen``; only while preparing: saved as ``unseen.fasta``)."""
 
     sequences: SequenceSet
     holdout: np.ndarray
+    unseen: SequenceSet | None = None
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -262,7 +267,12 @@ class SeqDiffRecipe(Recipe):
     def prepare(self, config: SeqDiffConfig, progress: bool) -> PreparedData:
         """Read the FASTA (letter rule of ``data.sequences``) and apply the hash split."""
         path = Path(config.data) if config.data else default_data()
-        data = read_sequences(path)
+        data, unseen = read_sequences(path), None
+        if config.unseen_families:  # leave-families-out: whole families never seen in training
+            try:
+                data, unseen = split_families(data, tuple(config.unseen_families))
+            except DataError as err:
+                raise DataError(f"{path}: unseen_families: {err}") from None
         holdout = holdout_mask(data.ids, config.holdout_fraction)
         if holdout.all() or len(data) < 2:
             raise DataError(
@@ -274,11 +284,25 @@ class SeqDiffRecipe(Recipe):
                 "(no family labels; cfg_drop, --family and --guidance do not apply)",
                 file=sys.stderr,
             )
-        return PreparedData(data, holdout)
+        return PreparedData(data, holdout, unseen)
+
+    def adapt_init_leaf(self, name: str, source: np.ndarray, fresh: jax.Array) -> np.ndarray | None:
+        """Fine-tuning on other families: every row of the new family table ``[F' + 1, C]`` starts as
+        the source's null-family row (its last), so the fine-tuned model starts as the unconditional
+        source model for every new family."""
+        if name.endswith("['class_embed']['embedding']") and source.shape[1:] == fresh.shape[1:]:
+            return np.broadcast_to(source[-1], fresh.shape).copy()
+        return None
 
     def save_data(self, run: RunDir, data: PreparedData) -> None:
-        """The run's sequences and split in ``data.npz`` (sampling and evaluation read only that)."""
+        """The run's sequences and split in ``data.npz`` (sampling and evaluation read only that);
+        the left-out families' sequences in ``unseen.fasta`` (``protgen evaluate RUN --data`` it)."""
         save_sequence_set(run.file(self.data_file), data.sequences, holdout=data.holdout)
+        if data.unseen is not None:
+            records = [
+                (i, vocab.decode(data.unseen.sequence(k))) for k, i in enumerate(data.unseen.ids)
+            ]
+            write_fasta(run.file("unseen.fasta"), records)
 
     def load_data(self, run: RunDir) -> PreparedData:
         path = run.file(self.data_file)
