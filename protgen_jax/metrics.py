@@ -31,6 +31,89 @@ def spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(stats.spearmanr(predicted[ok], measured[ok]).statistic)
 
 
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores [N]`` for the boolean labels ``positive [N]``.
+
+    ``AUC = P(s_i > s_j) + P(s_i = s_j) / 2`` over positive ``i`` and negative ``j``, computed from
+    mid-ranks: ``AUC = (sum_{i pos} rank_i - P (P + 1) / 2) / (P Q)`` for ``P`` positives and ``Q``
+    negatives (the Mann-Whitney U over ``P Q``). NaN when a class is empty.
+    """
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = stats.rankdata(np.asarray(scores, np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def matthews_correlation(positive: np.ndarray, predicted: np.ndarray) -> float:
+    """Matthews correlation of two boolean arrays ``[N]`` (truth, prediction):
+    ``(TP TN - FP FN) / sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN))``, 0 when a factor is 0."""
+    t, p = np.asarray(positive, bool), np.asarray(predicted, bool)
+    tp, tn = float((t & p).sum()), float((~t & ~p).sum())
+    fp, fn = float((~t & p).sum()), float((t & ~p).sum())
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
+
+
+def ndcg(measured: np.ndarray, scores: np.ndarray, top_fraction: float = 0.1) -> float:
+    """ProteinGym's NDCG of the top ``k = max(1, floor(top_fraction N))`` predictions.
+
+    Gains are the min-max scaled measurements ``g = (y - min y) / (max y - min y)``; with ``r_i`` the
+    rank of item ``i`` by descending score (1 = best; ties by order),
+    ``DCG = sum_{r_i <= k} g_i / log2(r_i + 1)``, and ``IDCG`` is the same sum with the items ranked
+    by ``g``: ``NDCG = DCG / IDCG`` in [0, 1] (NaN when every measurement is equal).
+    """
+    y, s = np.asarray(measured, np.float64), np.asarray(scores, np.float64)
+    spread = y.max() - y.min()
+    if not spread:
+        return float("nan")
+    gains = (y - y.min()) / spread
+    k = max(1, math.floor(top_fraction * len(y)))
+    discount = 1.0 / np.log2(np.arange(2, k + 2))  # ranks 1..k
+
+    def dcg(order: np.ndarray) -> float:
+        return float(gains[order[:k]] @ discount)
+
+    return dcg(np.argsort(-s, kind="stable")) / dcg(np.argsort(-gains, kind="stable"))
+
+
+def top_recall(measured: np.ndarray, scores: np.ndarray, top_fraction: float = 0.1) -> float:
+    """Fraction of the true top ``top_fraction`` found in the predicted top ``top_fraction``
+    (ProteinGym): ``|T & P| / |T|`` with ``T = {y >= q_y}``, ``P = {s >= q_s}`` and ``q`` the
+    ``1 - top_fraction`` quantile (linear interpolation) of each array."""
+    y, s = np.asarray(measured, np.float64), np.asarray(scores, np.float64)
+    true_top = y >= np.quantile(y, 1 - top_fraction)
+    predicted_top = s >= np.quantile(s, 1 - top_fraction)
+    return float((true_top & predicted_top).sum() / true_top.sum())
+
+
+def fitness_metrics(
+    scores: np.ndarray, measured: np.ndarray, threshold: float | None = None
+) -> dict[str, float | None]:
+    """Spearman, AUC, MCC, NDCG and top-10% recall of predicted ``scores [N]`` against ``measured [N]``
+    (pairs with a non-finite value dropped), ProteinGym's conventions: a variant is positive when
+    ``measured >= threshold`` (default: the median of ``measured``); AUC ranks ``scores``; MCC compares
+    the positives with ``scores >= median(scores)``."""
+    s, y = np.asarray(scores, np.float64), np.asarray(measured, np.float64)
+    ok = np.isfinite(s) & np.isfinite(y)
+    s, y = s[ok], y[ok]
+    if len(y) < 2:
+        return {"n": int(len(y))}
+    cut = float(np.median(y)) if threshold is None else float(threshold)
+    positive = y >= cut
+    return {
+        "n": int(len(y)),
+        "spearman": spearman(s, y),
+        "auc": roc_auc(positive, s),
+        "mcc": matthews_correlation(positive, s >= np.median(s)),
+        "ndcg": ndcg(y, s),
+        "top10_recall": top_recall(y, s),
+        "threshold": cut,
+        "n_positive": int(positive.sum()),
+    }
+
+
 def perplexity(total_nll: float, num_tokens: float) -> float:
     """``exp(total negative log-likelihood in nats / number of tokens)``."""
     return float(math.exp(total_nll / max(num_tokens, 1)))

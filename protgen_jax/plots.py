@@ -6,6 +6,8 @@ this module leaves matplotlib's global backend (a user's notebook or GUI) as it 
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _step_axis(ax) -> None:
-    """x axis labelled "step", thousands written as "12k" so long runs' tick labels do not run together."""
-    ax.set_xlabel("step")
+def _step_axis(ax, label: str = "step") -> None:
+    """x axis labelled ``label``, thousands written as "12k" so long runs' tick labels do not run together."""
+    ax.set_xlabel(label)
     ax.xaxis.set_major_formatter(
         matplotlib.ticker.FuncFormatter(
             lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"
@@ -58,29 +60,100 @@ def _shared_legend(fig, axes) -> None:
         )
 
 
-def plot_curves(
-    records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, title: str = ""
-) -> Path:
-    """Training/eval curves: one panel per metric key, x = step, one line per split."""
+METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "loss": ("training objective", "loss"),
+    "neg_elbo": ("negative ELBO", "nats / sequence"),
+    "nll": ("reconstruction NLL", "nats / sequence"),
+    "kl_z": ("KL of the latent posterior", "nats / sequence"),
+    "kl_weights": ("KL of the decoder weights / N_eff", "nats / sequence"),
+    "grad_norm": ("gradient norm (before clipping)", "L2 norm"),
+    "bound_per_token": ("likelihood bound", "nats / token"),
+    "ce_per_token": ("cross-entropy", "nats / token"),
+    "mse_per_token": ("embedding MSE", "squared error / token"),
+    "spearman": ("DMS Spearman (score vs fitness)", "Spearman rho"),
+    "perplexity": ("perplexity", "per residue"),
+    "mse": ("noise-prediction error", "eps MSE"),
+}
+"""Panel title and y label of the metric keys the recipes log; other keys are shown by their name."""
+
+_SPLIT_STYLE = {"train": ("tab:blue", "."), "eval": ("tab:orange", "o")}
+_OTHER_STYLES = [("tab:green", "s"), ("tab:red", "^"), ("tab:purple", "D"), ("tab:brown", "v")]
+
+
+def metric_label(key: str) -> tuple[str, str]:
+    """``(panel title, y label)`` of a metric key: :data:`METRIC_NAMES`, ``val_X`` as "held-out X",
+    ``val_mse_t10`` as the held-out eps MSE at t=10, and the key itself for unknown keys."""
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    match = re.fullmatch(r"(val_)?mse_t(\d+)", key)
+    if match:
+        where = "held-out " if match[1] else ""
+        return f"{where}noise-prediction error, t={match[2]}", f"eps MSE at t={match[2]}"
+    if key.startswith("val_"):
+        title, ylabel = metric_label(key[4:])
+        if title != key[4:]:
+            return f"held-out {title}", ylabel
+    return key, key
+
+
+def _curve_panels(keys: Sequence[str]) -> list[list[str]]:
+    """Panels of metric keys: ``X`` and ``val_X`` share one (train and held-out of one quantity)."""
+    panels: list[list[str]] = []
+    for key in keys:
+        if key.startswith("val_") and key[4:] in keys:
+            continue
+        panels.append([key] + ([f"val_{key}"] if f"val_{key}" in keys else []))
+    return panels
+
+
+def curves_figure(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], title: str = ""
+) -> tuple[Figure, list[Any]]:
+    """The figure of :func:`plot_curves` and its panel axes (not saved)."""
     keys = [k for k in keys if any(k in r for r in records)]
-    fig, axes = _subplots(
-        1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.2), squeeze=False
-    )
-    for ax, key in zip(axes[0], keys, strict=False):
-        for split in sorted({r.get("split", "train") for r in records}):
-            pts = [
-                (r["step"], r[key])
-                for r in records
-                if r.get("split", "train") == split and key in r
-            ]
-            if pts:
+    panels = _curve_panels(keys)
+    width = max(len(panels), 1)
+    fig, axes = _subplots(1, width, figsize=(4.2 * width, 3.4), squeeze=False)
+    splits = sorted({r.get("split", "train") for r in records}, key=lambda s: (s != "train", s))
+    others = itertools.cycle(_OTHER_STYLES)
+    styles = {s: _SPLIT_STYLE.get(s) or next(others) for s in splits}
+    for ax, panel in zip(axes[0], panels, strict=False):
+        for key in panel:
+            for split in splits:
+                pts = [
+                    (r["step"], r[key])
+                    for r in records
+                    if r.get("split", "train") == split and key in r
+                ]
+                if not pts:
+                    continue
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split)
-        _step_axis(ax)
-        ax.set_title(key)
+                color, marker = styles[split]
+                ax.plot(
+                    xs, ys, color=color, marker=marker if len(xs) < 60 else None,
+                    markersize=4 if split == "train" else 5, linewidth=1.2,
+                    label=split,
+                )  # fmt: skip
+        name, ylabel = metric_label(panel[0])
+        if len(panel) == 1 and panel[0].startswith("val_") and name == panel[0]:
+            name = f"held-out {panel[0][4:]}"
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(ylabel)
+        _step_axis(ax, "training step")
+        ax.grid(alpha=0.3)
     _shared_legend(fig, axes[0])
     if title:
         fig.suptitle(title)
+    return fig, list(axes[0][: len(panels)])
+
+
+def plot_curves(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, title: str = ""
+) -> Path:
+    """Training/eval curves: one titled panel per metric (``X`` and ``val_X`` together), x = training
+    step, y labelled with its unit where known (:func:`metric_label`), one colour and marker per split
+    (train, eval) and one legend below the panels."""
+    fig, _ = curves_figure(records, keys, title)
     return _save(fig, path)
 
 
@@ -167,4 +240,47 @@ def plot_runs(
     _shared_legend(fig, axes[0])
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_mutation_heatmap(
+    positions: np.ndarray,
+    wild_type: str,
+    scores: np.ndarray,
+    path: Path,
+    title: str = "",
+    label: str = "predicted effect",
+) -> Path:
+    """Single-substitution scores as a grid: x = residue ``positions [P]``, y = the 20 amino acids,
+    colour = ``scores [P, 20]`` (columns in token order ``ACDEFGHIKLMNPQRSTVWY``; NaN = not scored,
+    grey), diverging at 0 (blue above: fitter than the wild type, red below); a dot marks the wild-type
+    letter ``wild_type[p]`` of each position."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    from protgen_jax.alphabet import AMINO_ACIDS
+
+    grid = np.ma.masked_invalid(np.asarray(scores, np.float64).T)  # [20, P]
+    finite = grid.compressed()
+    lo = min(float(np.percentile(finite, 1)), -1e-6) if finite.size else -1.0
+    hi = max(float(np.percentile(finite, 99)), 1e-6) if finite.size else 1.0
+    count = len(positions)
+    fig, ax = _subplots(figsize=(min(max(6.0, 0.07 * count + 2.0), 40.0), 4.2))
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="0.85")
+    image = ax.imshow(
+        grid, aspect="auto", cmap=cmap, norm=TwoSlopeNorm(0.0, lo, hi), interpolation="nearest"
+    )
+    wt_rows = [AMINO_ACIDS.index(a) if a in AMINO_ACIDS else -1 for a in wild_type]
+    marked = [(x, y) for x, y in enumerate(wt_rows) if y >= 0]
+    if marked:
+        xs, ys = zip(*marked, strict=True)
+        ax.scatter(xs, ys, s=4 if count > 100 else 12, c="black", marker="o", linewidths=0)
+    ax.set_yticks(range(len(AMINO_ACIDS)), list(AMINO_ACIDS), fontsize=7)
+    step = max(1, int(np.ceil(count / 40 / 5)) * 5) if count > 40 else 1
+    ticks = list(range(0, count, step))
+    ax.set_xticks(ticks, [str(int(positions[t])) for t in ticks], fontsize=7, rotation=90)
+    ax.set_xlabel("residue (alignment numbering); dot = wild type")
+    ax.set_ylabel("substituted amino acid")
+    fig.colorbar(image, ax=ax, label=label, fraction=0.02, pad=0.01)
+    if title:
+        ax.set_title(title)
     return _save(fig, path)

@@ -2,7 +2,7 @@
 
 import matplotlib.pyplot as plt
 
-from protgen_jax.plots import _step_axis, plot_curves, plot_runs
+from protgen_jax.plots import _step_axis, curves_figure, metric_label, plot_curves, plot_runs
 
 
 def test_step_axis_writes_thousands_as_k():
@@ -27,6 +27,37 @@ def test_curves_and_runs_write_pngs(tmp_path):
     for path in (curves, runs):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "runs.png"]
+
+
+def test_curves_have_titles_units_training_step_and_a_train_eval_legend():
+    records = [{"step": s, "split": "train", "neg_elbo": 300.0 - s / 100, "kl_z": 5.0, "odd": 1.0}
+               for s in range(100, 1001, 100)]  # fmt: skip
+    records += [{"step": s, "split": "eval", "val_neg_elbo": 310.0 - s / 100, "spearman": s / 2e3,
+                 "val_mse_t10": 0.5} for s in (500, 1000)]  # fmt: skip
+    keys = ["neg_elbo", "kl_z", "val_neg_elbo", "spearman", "val_mse_t10", "odd", "absent"]
+    fig, axes = curves_figure(records, keys, title="vae")
+    titles = [ax.get_title() for ax in axes]
+    assert titles == [
+        "negative ELBO",
+        "KL of the latent posterior",
+        "DMS Spearman (score vs fitness)",
+        "held-out noise-prediction error, t=10",
+        "odd",
+    ]  # neg_elbo and val_neg_elbo share a panel; an unknown key shows its name
+    assert [ax.get_ylabel() for ax in axes] == [
+        "nats / sequence", "nats / sequence", "Spearman rho", "eps MSE at t=10", "odd"
+    ]  # fmt: skip
+    assert {ax.get_xlabel() for ax in axes} == {"training step"}
+    first = axes[0].get_lines()
+    assert [line.get_label() for line in first] == ["train", "eval"]
+    assert first[0].get_color() != first[1].get_color()
+    assert first[0].get_marker() != first[1].get_marker()
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["train", "eval"]
+    assert fig.get_suptitle() == "vae"
+    assert metric_label("bound_per_token") == ("likelihood bound", "nats / token")
+    assert metric_label("val_bound_per_token") == ("held-out likelihood bound", "nats / token")
+    assert metric_label("grad_norm")[0] == "gradient norm (before clipping)"
 
 
 def test_importing_and_plotting_leaves_matplotlibs_backend_alone(tmp_path):

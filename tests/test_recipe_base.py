@@ -379,3 +379,23 @@ def test_help_lists_each_familys_options_and_shared_flags_agree_on_type(capsys):
                 assert f"{family} runs:" in text
                 for option in recipe.commands[command]:
                     assert option.flag in text
+
+
+def test_init_copies_the_weights_of_another_run_and_starts_a_fresh_optimizer(tmp_path, capsys):
+    TOY.train(ToyConfig(devices=1), tmp_path / "a", progress=False)
+    source = np.asarray(TOY.load_run(tmp_path / "a").params["w"])
+    frozen = ToyConfig(devices=1, steps=4, learning_rate=0.0, init=str(tmp_path / "a"))
+    summary = TOY.train(frozen, tmp_path / "b", progress=False)
+    assert summary["steps"] == 4  # the step count starts at 0, not at the source's 12
+    np.testing.assert_array_equal(np.asarray(TOY.load_run(tmp_path / "b").params["w"]), source)
+    assert "init: 1 of 1 parameter arrays from" in capsys.readouterr().err
+    learning = ToyConfig(devices=1, steps=4, init=str(tmp_path / "a"))
+    TOY.train(learning, tmp_path / "c", progress=False)
+    scratch = ToyConfig(devices=1, steps=4)
+    TOY.train(scratch, tmp_path / "d", progress=False)
+    # four updates from the trained weights end closer to the truth than four from zeros
+    assert _losses(tmp_path / "c")[-1] < _losses(tmp_path / "d")[-1]
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "run.json").write_text('{"recipe": "vae"}')
+    with pytest.raises(DataError, match="is a 'vae' run"):
+        TOY.train(ToyConfig(devices=1, init=str(tmp_path / "e")), tmp_path / "f", progress=False)

@@ -412,6 +412,7 @@ def test_cli_sample_and_evaluate(oadm_run, tmp_path, capsys):
                 "conditional", "inpainting"):  # fmt: skip
         assert key in saved
     assert saved["data"] == "validation split" and saved["num_sequences_evaluated"] == 6
+    assert saved["complete"] is True and saved["pending"] == []
     assert saved["baselines"]["uniform"] == pytest.approx(20.0)
     assert saved["baselines"]["family_unigram"] < saved["baselines"]["unigram"] < 20.0
     assert 1.0 < saved["perplexity"] < 200.0
@@ -446,3 +447,28 @@ def test_cli_sample_and_evaluate(oadm_run, tmp_path, capsys):
     assert main(["--quiet", "train", "d3pm", "--out", str(tmp_path / "r2"),
                  "--set", "transition=blosum"]) == 2  # fmt: skip
     assert "error:" in capsys.readouterr().err
+
+
+def test_evaluate_bounds_the_scored_sequences_and_keeps_finished_stages(
+    oadm_run, tmp_path, monkeypatch
+):
+    from protgen_jax.recipes.seqdiff import commands
+
+    out = tmp_path / "eval.json"
+    report = _command("evaluate", oadm_run, num=0, sequences=2, out=out, quiet=True)
+    saved = json.loads(out.read_text())
+    assert saved["num_sequences_evaluated"] == report["num_sequences_evaluated"] == 2
+    assert saved["complete"] is True and saved["pending"] == []
+    assert saved["num_sequences_in_file"] > 2 and "perplexity" in saved
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "conditional_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _command("evaluate", oadm_run, num=4, sequences=3, out=out, quiet=True)
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["pending"] == ["conditional", "inpainting"]
+    assert saved["num_sequences_evaluated"] == 3 and 1.0 < saved["perplexity"] < 200.0
+    assert saved["unconditional"]["samples"]["num"] == 4
+    assert "conditional" not in saved and "inpainting" not in saved

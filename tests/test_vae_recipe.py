@@ -188,7 +188,7 @@ def test_cli_rejects_bad_input_with_one_line_reason(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_quickstart_main_job_smoke(shared_data, tmp_path):
+def test_quickstart_main_job_smoke(shared_data, tmp_path, capsys):
     from protgen_jax.recipes.quickstart import run_quickstart
 
     report = run_quickstart(
@@ -198,7 +198,31 @@ def test_quickstart_main_job_smoke(shared_data, tmp_path):
         score_samples=1,
         overrides=TINY + ["eval_every=2"],
         num_samples=20,
+        fast=True,
     )
+    printed = capsys.readouterr()
+    for stage in ("[1/4] preparing the BLAT_ECOLX alignment", "[2/4] training", "[3/4] scoring",
+                  "[4/4] sampling", "[4/4] done in"):  # fmt: skip
+        assert stage in printed.err, stage
+    lines = printed.out.splitlines()
+    assert "protgen quickstart: summary" in lines
+    table = {
+        line.strip()[:44].strip(): line.split()[-1] for line in lines if line.startswith("    ")
+    }
+    assert float(table["this VAE (ELBO, 1 sample)"]) == pytest.approx(report["spearman"], abs=1e-3)
+    assert table["site-independent (same code, same data)"] == "0.600"
+    assert table["published DeepSequence (one model)"] == "0.750"
+    assert table["published EVmutation"] == "0.720"
+    full = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert full["published_source"].endswith("PROVENANCE.md") and full["fast"] is True
+    assert report["report"] == str(tmp_path / "qs" / "report.json")
+    assert "(fast: 2 steps instead of 2,500" in printed.out
+    assert any(line.startswith("  wall time ") for line in lines)
+    assert any(line.startswith("  machine ") and "jax backend " in line for line in lines)
+    for name in ("scores CSV", "scatter PNG", "samples FASTA", "report JSON", "run folder"):
+        assert any(line.strip().startswith(name) for line in lines), name
+    assert str(tmp_path / "qs" / "score_scores.csv") in printed.out
+    assert set(full["stage_seconds"]) == {"prepare", "train", "score", "sample_and_evaluate"}
     assert report["n_used"] == 4807 and report["n_skipped"] == 190
     mean_report = json.loads((tmp_path / "qs" / "score_mean.json").read_text())
     assert mean_report["estimator"] == "mean"

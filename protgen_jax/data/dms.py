@@ -23,7 +23,7 @@ from protgen_jax.alphabet import AMINO_ACIDS
 from protgen_jax.data.alignment import Alignment
 from protgen_jax.errors import DataError
 
-__all__ = ["MutantMap", "map_mutants", "mutant_tokens", "parse_mutant", "read_dms"]
+__all__ = ["MutantMap", "map_mutants", "mutant_tokens", "parse_mutant", "read_dms", "read_table"]
 
 _SUBSTITUTION = re.compile(r"^([A-Z])(\d+)([A-Z*])$")
 _MAX_LISTED = 10
@@ -114,6 +114,39 @@ def read_dms(
     if not mutants:
         raise DataError(f"{path}: no data rows")
     return mutants, np.asarray(scores, dtype=np.float64)
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+    """The header (names stripped) and every non-blank row of a CSV file, as text cells.
+
+    Raises:
+      DataError: missing / empty / binary or compressed file, a repeated column name, or a row whose
+        field count differs from the header's (naming the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
+        header = [name.strip() for name in next(reader, None) or []]
+        if not header:
+            raise DataError(f"{path}: empty file (no header row)")
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise DataError(f"{path}: line 1: column {repeated[0]!r} appears more than once")
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
+                    f"{len(header)}"
+                )
+            rows.append(row)
+    except csv.Error as err:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from err
+    return header, rows
 
 
 def _read_text(path: Path) -> str:

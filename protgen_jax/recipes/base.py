@@ -34,6 +34,7 @@ import fcntl
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -308,6 +310,8 @@ class Recipe(abc.ABC):
             state = self.init_state(model, config, data, keys.named(root, "init"))
             eval_fn = self.make_eval(model, config, data, keys.named(root, "eval"))
             with Checkpointer(run.checkpoints, max_to_keep=2) as ckpt:
+                if config.init and ckpt.latest_step() is None:  # fine-tuning starts, once
+                    state = self.warm_start(state, config.init)
                 state, stopped = fit(
                     config, state, groups, self.loss_fn(model, config, data),
                     self.optimizer(config), ckpt, run.metrics, keys.named(root, "train"),
@@ -316,6 +320,50 @@ class Recipe(abc.ABC):
                     desc=f"train {self.model_name(config)}",
                 )  # fmt: skip
             return self._finish(config, run, data, state, stopped, started)
+
+    def adapt_init_leaf(self, name: str, source: np.ndarray, fresh: jax.Array) -> np.ndarray | None:
+        """Fine-tuning: a source parameter whose shape differs from this model's (e.g. a table of
+        per-family rows); return a value of ``fresh``'s shape, or None to keep ``fresh``. Optional."""
+        return None
+
+    def warm_start(self, state: TrainState, init_run: str | Path) -> TrainState:
+        """``state`` with the chosen (EMA) weights of the run ``init_run`` of this family copied into
+        every parameter of the same tree path and shape; the others keep their fresh values (listed on
+        stderr). EMA params start equal to the params; optimizer state and step are untouched."""
+        recipe = RunDir(init_run).read_info().get("recipe")
+        if recipe != self.family:
+            raise DataError(
+                f"--init {init_run} is a {recipe!r} run; a {self.family!r} run needs one of its own family"
+            )
+        source = self.load_run(init_run)
+        given = {
+            jax.tree_util.keystr(p): leaf
+            for p, leaf in jax.tree_util.tree_leaves_with_path(source.params)
+        }
+        fresh: list[str] = []
+
+        def pick(path, leaf):
+            name = jax.tree_util.keystr(path)
+            old = given.get(name)
+            if old is not None and old.shape != leaf.shape:
+                old = self.adapt_init_leaf(name, np.asarray(old), leaf)
+            if old is None or old.shape != leaf.shape:
+                fresh.append(name)
+                return leaf
+            return jnp.asarray(old, leaf.dtype)
+
+        params = jax.tree_util.tree_map_with_path(pick, state.params)
+        total = len(jax.tree_util.tree_leaves(params))
+        if len(fresh) == total:
+            raise DataError(
+                f"--init {init_run}: no parameter matches this model's; same family and sizes?"
+            )
+        note = f"; fresh: {', '.join(fresh)}" if fresh else ""
+        print(
+            f"init: {total - len(fresh)} of {total} parameter arrays from {init_run}{note}",
+            file=sys.stderr,
+        )
+        return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
 
     def _finish(self, config, run, data, state, stopped, started) -> dict[str, Any]:
         from protgen_jax.plots import plot_curves
@@ -366,15 +414,16 @@ class Recipe(abc.ABC):
         """Check the options, load the run(s) and call the family's command with its key.
 
         The command's root key is ``--seed`` when given, else the (first) run's ``seed``; the command
-        gets ``keys.named(root, command)``.
+        gets ``keys.named(root, command)``, except ``predict``, which gets ``score``'s key so that both
+        draw the same Monte-Carlo samples. ``score`` and ``predict`` take several runs (an ensemble).
         """
         opts = self.options(command, given)
         self.check_command(command, opts, [RunDir(r) for r in run_dirs])
         runs = [self.load_run(r) for r in run_dirs]
         seed = opts.seed if opts.seed is not None else runs[0].config.seed
-        key = keys.named(keys.root_key(seed), command)
-        if command == "score":  # several runs: an ensemble
-            return self.score(runs, opts, key)
+        key = keys.named(keys.root_key(seed), "score" if command == "predict" else command)
+        if command in ("score", "predict"):  # several runs: an ensemble
+            return getattr(self, command)(runs, opts, key)
         if len(runs) != 1:
             raise DataError(f"`{command}` takes one run, got {len(runs)}")
         return getattr(self, command)(runs[0], opts, key)

@@ -7,9 +7,12 @@
 run as the model: held-out per-residue perplexity (OADM from its exact-order likelihood estimate, D3PM and
 the relaxation from their variational bounds: upper bounds, so the perplexities are too), with the family
 label where known and with the null label, next to the uniform, unigram and per-family unigram models;
-sequences longer than ``max_len`` are scored as consecutive chunks, at most ``eval_sequences`` of them.
-With ``--num`` > 0 also: unconditional sample quality, family fidelity of conditional samples at each
-``eval_guidance`` scale, and inpainting recovery of 15% / 30% hidden residues.
+sequences longer than ``max_len`` are scored as consecutive chunks, of ``--sequences`` sequences drawn at
+random (default the run's ``eval_sequences``; 0 = all). With ``--num`` > 0 also: unconditional sample
+quality, family fidelity of conditional samples at each ``eval_guidance`` scale, and inpainting recovery
+of 15% / 30% hidden residues. Each stage shows a progress bar (not with ``--quiet``) and the JSON is
+rewritten after each one (``complete``: false, ``pending``: the stages left), so an interrupted
+evaluation keeps what it finished.
 
 Every random draw comes from the command's key, split by name (``protgen_jax.keys``).
 """
@@ -17,6 +20,7 @@ Every random draw comes from the command's key, split by name (``protgen_jax.key
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,9 +39,10 @@ from protgen_jax.errors import DataError
 from protgen_jax.metrics import kmer_counts, read_composition_csv
 from protgen_jax.recipes.base import LoadedRun
 from protgen_jax.recipes.options import Option
-from protgen_jax.recipes.seqdiff.model import generate_tokens, sequence_nll
+from protgen_jax.recipes.seqdiff.model import generate_tokens, progress_bar, sequence_nll
 from protgen_jax.recipes.seqdiff.recipe import SeqDiffRecipe
 from protgen_jax.sequence_eval import (
+    INPAINT_FRACTIONS,
     chunk_all,
     conditional_report,
     inpainting_report,
@@ -67,6 +72,14 @@ COMMANDS = {
     "evaluate": (
         Option("num", int, 100, "unconditional samples (0 = perplexities only)", low=0),
         Option("data", str, None, "FASTA to score (default: the run's validation split)"),
+        Option(
+            "sequences",
+            int,
+            None,
+            "sequences scored for the perplexity, drawn at random (default: the run's "
+            "eval_sequences; 0 = all)",
+            low=0,
+        ),  # fmt: skip
     ),
 }
 
@@ -114,7 +127,7 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
         filled = generate_tokens(
             run.model, run.params, gen_key, [len(r.tokens) for r in records],
             [r.label for r in records], guidance, temperature, config,
-            fixed=[(r.tokens, ~r.fill) for r in records],
+            fixed=[(r.tokens, ~r.fill) for r in records], progress=False if opts.quiet else None,
         )  # fmt: skip
         fasta = [
             (f"{r.id} filled={int(r.fill.sum())}", decode(s))
@@ -142,8 +155,9 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
     else:
         lengths = _sample_lengths(run, label, num, keys.numpy_rng(keys.named(key, "lengths")))
     seqs = generate_tokens(
-        run.model, run.params, gen_key, lengths, [label] * num, guidance, temperature, config
-    )
+        run.model, run.params, gen_key, lengths, [label] * num, guidance, temperature, config,
+        progress=False if opts.quiet else None,
+    )  # fmt: skip
     prefix = f"{family}|" if family else ""
     note = f" guidance={guidance:g}" if family else ""
     fasta = [
@@ -160,14 +174,22 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
 
 # ---------------------------------------------------------------------------------- evaluate
 
+EVALUATE_STAGES = ("perplexity", "unconditional", "conditional", "inpainting")
+"""The parts of ``evaluate``, in the order they run; the JSON is written after each one."""
+
 
 def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
     """Run every evaluation of the module docstring and write ``opts.out`` (JSON).
 
     Options: ``data`` (FASTA to score; default the run's validation split), ``out``, ``num``
-    (unconditional samples, >= 2; 0 = perplexities only, no sampling). Keys: ``named(key, name)``
-    with name ``subset``, ``perplexity``, ``natural``, ``lengths``, ``unconditional``,
-    ``conditional``, ``inpainting``.
+    (unconditional samples, >= 2; 0 = perplexities only, no sampling), ``sequences`` (how many of the
+    scored sequences, drawn at random; default the run's ``eval_sequences``, 0 = all), ``quiet`` (no
+    progress bars). Keys: ``named(key, name)`` with name ``subset``, ``perplexity``, ``natural``,
+    ``lengths``, ``unconditional``, ``conditional``, ``inpainting``.
+
+    The JSON is rewritten after each stage (:data:`EVALUATE_STAGES`) with ``complete`` false and the
+    stages still to run in ``pending``, so an interrupted evaluation leaves the finished parts;
+    the last write has ``complete`` true.
     """
     started = time.perf_counter()
     cfg = run.config
@@ -176,6 +198,7 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         raise DataError(
             f"--num must be 0 (perplexity only) or >= 2 (diversity needs pairs), got {num}"
         )
+    limit = cfg.eval_sequences if opts.sequences is None else int(opts.sequences)
     names = run.data.family_names
     if opts.data:
         source = str(opts.data)
@@ -184,9 +207,10 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         source = "validation split"
         scored = run.data.validation
     order = keys.numpy_rng(keys.named(key, "subset")).permutation(len(scored))
-    picked = order[: cfg.eval_sequences or len(scored)]
+    picked = order[: limit or len(scored)]
     seqs = [scored.sequence(i) for i in picked]
     labels = scored.labels[picked]
+    stages = EVALUATE_STAGES if num else EVALUATE_STAGES[:1]
     result: dict[str, Any] = {
         "method": cfg.method,
         "transition": cfg.transition if cfg.method == "d3pm" else None,
@@ -195,18 +219,31 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         "num_sequences_evaluated": len(seqs),
         "num_skipped_ambiguous": scored.num_skipped,
         "perplexity_bound": PERPLEXITY_BOUND[cfg.method],
+        "complete": False,
+        "pending": list(stages),
     }
+    out, progress = Path(opts.out), False if opts.quiet else None
+
+    def finished(stage: str) -> None:
+        result["pending"].remove(stage)
+        result["complete"] = not result["pending"]
+        result["seconds"] = time.perf_counter() - started
+        save_json_atomic(out, result)
+
     pieces, piece_labels = chunk_all(seqs, labels, cfg.max_len)
-    result.update(
-        perplexity_report(
-            lambda s, lab, k: sequence_nll(run.model, run.params, k, s, lab, cfg), pieces, piece_labels,
-            keys.named(key, "perplexity"), _unigram(run),
-        )
-    )  # fmt: skip
+    passes = 2 if np.any(piece_labels >= 0) else 1  # with the family labels, then the null label
+    with progress_bar(passes * len(pieces), "held-out likelihood", progress) as bar:
+        result.update(
+            perplexity_report(
+                lambda s, lab, k: sequence_nll(run.model, run.params, k, s, lab, cfg, bar=bar),
+                pieces, piece_labels, keys.named(key, "perplexity"), _unigram(run),
+            )
+        )  # fmt: skip
+    finished("perplexity")
     if num:
-        result.update(_sampling_reports(run, seqs, labels, num, key))
-    result["seconds"] = time.perf_counter() - started
-    save_json_atomic(Path(opts.out), result)
+        for stage, report in _sampling_reports(run, seqs, labels, num, key, progress):
+            result[stage] = report()
+            finished(stage)
     return result
 
 
@@ -217,40 +254,66 @@ def _unigram(run: LoadedRun) -> UnigramBaseline:
     )
 
 
-def _sampling_reports(run: LoadedRun, seqs, labels, num: int, key: jax.Array) -> dict[str, Any]:
-    """Unconditional sample quality, conditional family fidelity and inpainting recovery."""
+def _sampling_reports(
+    run: LoadedRun, seqs, labels, num: int, key: jax.Array, progress: bool | None
+) -> list[tuple[str, Callable[[], Any]]]:
+    """The sampling stages, in order: ``(name, report())`` for unconditional sample quality,
+    conditional family fidelity (None without family labels) and inpainting recovery; each report
+    shows one progress bar over all the sequences it generates."""
     cfg, train, val = run.config, run.data.train, run.data.validation
-
-    def generate(gen_key, lengths, labels, guidance, temperature, fixed):
-        return generate_tokens(
-            run.model, run.params, gen_key, lengths, labels, guidance, temperature, cfg, fixed
-        )
-
     train_seqs = [train.sequence(i) for i in range(len(train))]
     natural_idx = keys.numpy_rng(keys.named(key, "natural")).permutation(len(val))[:num]
     natural = [val.sequence(i) for i in natural_idx]
-    lengths = np.minimum(
-        keys.numpy_rng(keys.named(key, "lengths")).choice(train.lengths, size=num), cfg.max_len
-    )
-    samples = generate(keys.named(key, "unconditional"), lengths, np.full(num, -1), 1.0, 1.0, None)
-    uniref = read_composition_csv(resolve("sequences", "uniref50_aa_composition.csv"))
-    classifier = KmerNaiveBayes.fit(train_seqs, train.labels, len(train.family_names))
-    pieces, piece_labels = chunk_all(
-        seqs[: cfg.inpaint_sequences], labels[: cfg.inpaint_sequences], cfg.max_len
-    )
-    return {
-        "unconditional": sample_quality(
-            samples, natural, train_seqs, kmer_counts(train_seqs), uniref
-        ),
-        "conditional": None if not train.family_names else conditional_report(
-            generate, train, classifier, natural, val.labels[natural_idx],
-            keys.named(key, "conditional"), num_families=cfg.cond_families,
-            samples_per_family=cfg.cond_samples, scales=cfg.eval_guidance, max_len=cfg.max_len,
-        ),
-        "inpainting": inpainting_report(
-            generate, pieces, piece_labels, keys.named(key, "inpainting"), _unigram(run)
-        ),
-    }  # fmt: skip
+
+    def generator(bar):
+        def generate(gen_key, lengths, labels, guidance, temperature, fixed):
+            return generate_tokens(
+                run.model, run.params, gen_key, lengths, labels, guidance, temperature, cfg, fixed,
+                bar=bar,
+            )  # fmt: skip
+
+        return generate
+
+    def unconditional() -> dict[str, Any]:
+        lengths = np.minimum(
+            keys.numpy_rng(keys.named(key, "lengths")).choice(train.lengths, size=num),
+            cfg.max_len,
+        )
+        with progress_bar(num, "unconditional samples", progress) as bar:
+            samples = generator(bar)(
+                keys.named(key, "unconditional"), lengths, np.full(num, -1), 1.0, 1.0, None
+            )
+        uniref = read_composition_csv(resolve("sequences", "uniref50_aa_composition.csv"))
+        return sample_quality(samples, natural, train_seqs, kmer_counts(train_seqs), uniref)
+
+    def conditional() -> dict[str, Any] | None:
+        if not train.family_names:
+            return None
+        classifier = KmerNaiveBayes.fit(train_seqs, train.labels, len(train.family_names))
+        families = min(cfg.cond_families, len(train.family_names))
+        total = len(cfg.eval_guidance) * families * cfg.cond_samples
+        with progress_bar(total, "conditional samples", progress) as bar:
+            return conditional_report(
+                generator(bar), train, classifier, natural, val.labels[natural_idx],
+                keys.named(key, "conditional"), num_families=cfg.cond_families,
+                samples_per_family=cfg.cond_samples, scales=cfg.eval_guidance, max_len=cfg.max_len,
+            )  # fmt: skip
+
+    def inpainting() -> dict[str, Any]:
+        pieces, piece_labels = chunk_all(
+            seqs[: cfg.inpaint_sequences], labels[: cfg.inpaint_sequences], cfg.max_len
+        )
+        total = len(INPAINT_FRACTIONS) * 2 * 2 * len(pieces)  # random/span x sampled/greedy
+        with progress_bar(total, "inpainting", progress) as bar:
+            return inpainting_report(
+                generator(bar), pieces, piece_labels, keys.named(key, "inpainting"), _unigram(run)
+            )
+
+    return [
+        ("unconditional", unconditional),
+        ("conditional", conditional),
+        ("inpainting", inpainting),
+    ]
 
 
 class SeqDiff(SeqDiffRecipe):

@@ -252,6 +252,19 @@ def build_model(config: Any, num_families: int) -> SeqDiffModel:
     return SeqDiffModel(**common)
 
 
+def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm:
+    """A tqdm bar over ``total`` items; ``progress`` None: shown only on a terminal, False: hidden."""
+    disable = None if progress is None else not progress
+    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True)
+
+
+def _open_bar(bar: Any, progress: bool | None, total: int, desc: str) -> tuple[Any, bool]:
+    """``(bar, opened_here)``: the given bar, or a new one that the caller closes."""
+    if bar is not None:
+        return bar, False
+    return progress_bar(total, desc, progress), True
+
+
 def generate_tokens(
     model: SeqDiffModel,
     params: Any,
@@ -263,6 +276,7 @@ def generate_tokens(
     config: Any,
     fixed: list[tuple[np.ndarray, np.ndarray]] | None = None,
     progress: bool | None = None,
+    bar: Any = None,
 ) -> list[np.ndarray]:
     """Generate one sequence per requested length (and label, -1 = unconditional) -> int32 arrays.
 
@@ -270,14 +284,14 @@ def generate_tokens(
     of ``min(config.sample_batch, n_b)`` rows, so each bucket compiles the sampler once. ``fixed``
     gives per request ``(tokens [L_i], keep [L_i] bool)`` for inpainting: kept positions are copied,
     the others generated. Batch ``c`` of the bucket of length ``L_b`` uses
-    ``fold_in(named(key, f"bucket{L_b}"), c)``. ``progress`` None: a bar only on a terminal.
+    ``fold_in(named(key, f"bucket{L_b}"), c)``. ``progress`` None: a bar only on a terminal; ``bar``: an
+    open tqdm bar to advance instead (left open, so one bar can count several calls).
     """
     lengths = np.asarray(lengths, np.int64)
     labels = np.where(np.asarray(labels) < 0, model.null_label, labels).astype(np.int32)
     which = bucket_index(lengths, tuple(config.buckets))
     out: list[np.ndarray | None] = [None] * len(lengths)
-    disable = None if progress is None else not progress
-    bar = tqdm(total=len(lengths), desc="sample", disable=disable, dynamic_ncols=True)
+    bar, own_bar = _open_bar(bar, progress, len(lengths), "sample")
     for b in np.unique(which):
         rows = np.flatnonzero(which == b)
         width, size = int(config.buckets[b]), min(int(config.sample_batch), len(rows))
@@ -302,7 +316,8 @@ def generate_tokens(
         toks = padded_map(run, (lengths[rows], labels[rows], known, known_mask, chunks), size, bar)
         for j, r in enumerate(rows):
             out[r] = toks[j, : lengths[r]].astype(np.int32)
-    bar.close()
+    if own_bar:
+        bar.close()
     return out
 
 
@@ -314,20 +329,21 @@ def sequence_nll(
     labels: np.ndarray,
     config: Any,
     progress: bool | None = None,
+    bar: Any = None,
 ) -> np.ndarray:
     """Per-sequence NLL bound ``[N]`` (nats) of sequences <= max_len, batched by bucket.
 
     labels ``[N]`` (-1 = null class). Every batch of the bucket of length ``L_b`` has
     ``tokens_per_batch // L_b`` rows (:func:`padded_map`), so each bucket compiles once whatever the
-    data. Batch ``c`` of that bucket uses ``fold_in(named(key, f"bucket{L_b}"), c)``.
+    data. Batch ``c`` of that bucket uses ``fold_in(named(key, f"bucket{L_b}"), c)``. ``progress`` None:
+    a bar (advanced by sequences) only on a terminal; ``bar``: an open tqdm bar to advance instead.
     """
     cfg = config
     lengths = np.array([len(s) for s in seqs])
     which = bucket_index(lengths, tuple(cfg.buckets))
     cond_all = np.where(labels < 0, model.null_label, labels).astype(np.int32)
     out = np.zeros(len(seqs))
-    disable = None if progress is None else not progress
-    bar = tqdm(total=len(seqs), desc="likelihood", disable=disable, dynamic_ncols=True)
+    bar, own_bar = _open_bar(bar, progress, len(seqs), "likelihood")
     for b in np.unique(which):
         rows = np.flatnonzero(which == b)
         width = int(cfg.buckets[b])
@@ -343,5 +359,6 @@ def sequence_nll(
 
         chunks = np.arange(len(rows)) // size
         out[rows] = padded_map(nll, (tokens, mask, cond_all[rows], chunks), size, bar)
-    bar.close()
+    if own_bar:
+        bar.close()
     return out
