@@ -236,7 +236,13 @@ def test_score_command_warns_about_skipped_mutants(tmp_path, capsys):
     RECIPE.train(config, tmp_path / "run", progress=False)
     dms = _csv(tmp_path, "mutant,score\nK2A,0.5\nL3D,1\nV4E,0.2\nK2*,1\nE6D:P40G,2\n")
     capsys.readouterr()
-    opts = {"out": tmp_path / "score.json", "dms": str(dms), "column": "score", "samples": 1}
+    opts = {
+        "out": tmp_path / "score.json",
+        "dms": str(dms),
+        "column": "score",
+        "samples": 1,
+        "estimator": "elbo",
+    }
     RECIPE.run_command("score", [tmp_path / "run"], {**opts, "quiet": True})
     report = json.loads((tmp_path / "score.json").read_text())
     assert report["n_used"] == 3 and report["n_skipped"] == 2

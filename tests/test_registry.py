@@ -13,24 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from protgen_jax.data import registry
-from protgen_jax.data.registry import (
-    DATASETS,
+from protgen_jax.data import cgdms_build, downloads, pdb_chains, registry
+from protgen_jax.data.downloads import sha256_of
+from protgen_jax.data.pdb_chains import ChainRecord
+from protgen_jax.data.registry import DATASETS, Dataset, fetch, file_status, list_datasets, resolve
+from protgen_jax.data.sources import (
     SOURCES,
     UPSTREAM,
     ArchiveBuild,
     BuiltFile,
     ChainManifest,
-    ChainRecord,
-    Dataset,
     PdbChains,
     Rebuild,
     RemoteFile,
-    fetch,
-    file_status,
-    list_datasets,
-    resolve,
-    sha256_of,
     source_of,
 )
 from protgen_jax.errors import DataError
@@ -366,11 +361,11 @@ def test_registered_builds_reproduce_the_shared_files(shared_data):
         assert bool(record.url) == row["source"].startswith("kcov/"), record.name
     for record in chains[:3]:  # the check a fetched chain must pass, on the shared copies
         path = shared_data / "structures" / "pdb" / f"{record.name}.pdb"
-        assert registry._check_chain(path, record) is None
+        assert pdb_chains._check_chain(path, record) is None
 
     for filename in ("pdb", "manifest.csv"):
         source = SOURCES[("structures_cgdms", filename)]
-        assert registry._digest(shared_data / "structures_cgdms" / filename) == source.sha256
+        assert downloads._digest(shared_data / "structures_cgdms" / filename) == source.sha256
 
 
 # --- PDB chains by id --------------------------------------------------------------------------------
@@ -447,7 +442,7 @@ def chains_dataset(toy, server, monkeypatch):
 
 def test_pdb_chains_fetched_by_id_checked_and_listed(chains_dataset, toy, caplog):
     base, log, _ = chains_dataset
-    with caplog.at_level(logging.WARNING, logger="protgen_jax.data.registry"):
+    with caplog.at_level(logging.WARNING, logger="protgen_jax.data.pdb_chains"):
         paths = fetch("toypdb")
     folder = toy["cache"] / "toypdb" / "pdb"
     assert paths == {"pdb": folder, "manifest.csv": toy["cache"] / "toypdb" / "manifest.csv"}
@@ -507,7 +502,7 @@ def test_pdb_archive_unreachable_is_one_line(chains_dataset, toy, monkeypatch):
 def _cgdms_txt(pdb_text: str, ss3: str) -> str:
     """A cgdms train_val record (sequence, 3-state string, N/CA/C/centroid xyz per residue) holding the
     N, CA, C coordinates of a backbone PDB file as written for structures_cgdms."""
-    three = {v: k for k, v in registry._THREE_LETTER.items()}
+    three = {v: k for k, v in cgdms_build._THREE_LETTER.items()}
     rows, sequence, current = [], [], []
     for line in pdb_text.splitlines():
         current.append(" ".join(line[c : c + 8].strip() for c in (30, 38, 46)))
@@ -545,15 +540,15 @@ def test_archive_build_reproduces_the_shared_cgdms_files(toy, server, monkeypatc
     members["cgdms/datasets/val.txt"] = "\n".join(r["name"] for r in rows if r["split"] == "val")
     data = _wheel(toy["work"].parent / "served" / "cg.whl", members)
     archive = RemoteFile(f"{base}/cg.whl", hashlib.sha256(data).hexdigest())
-    expected_pdb = registry._digest_listing(
+    expected_pdb = downloads._digest_listing(
         {f"{r['name']}.pdb": sha256_of(shared / "pdb" / f"{r['name']}.pdb") for r in rows}
     )
     lines = (shared / "manifest.csv").read_bytes().split(b"\r\n")
     expected_manifest = hashlib.sha256(b"\r\n".join(lines[:4]) + b"\r\n").hexdigest()
     monkeypatch.setitem(DATASETS, "toycg", Dataset("toycg", "cg", ("pdb", "manifest.csv")))
     for filename, build, digest in (
-        ("pdb", registry._build_cgdms_pdb, expected_pdb),
-        ("manifest.csv", registry._build_cgdms_manifest, expected_manifest),
+        ("pdb", cgdms_build._build_cgdms_pdb, expected_pdb),
+        ("manifest.csv", cgdms_build._build_cgdms_manifest, expected_manifest),
     ):
         monkeypatch.setitem(SOURCES, ("toycg", filename), ArchiveBuild(archive, build, digest, "x"))
     paths = fetch("toycg")

@@ -24,6 +24,7 @@ TINY = [
     "checkpoint_every=2",
     "eval_samples=2",
     "score_samples=3",
+    "score_estimator=elbo",  # the tests pass --samples (M draws); --estimator mean is tested apart
     "devices=1",
 ]
 
@@ -405,7 +406,18 @@ def test_score_with_the_posterior_mean_estimator_is_deterministic(tiny_run, tmp_
     assert reports[0]["estimator"] == "mean" and reports[0]["num_samples"] == 1
     assert reports[0]["csv"] == reports[1]["csv"]  # no Monte-Carlo draws: the seed changes nothing
     elbo = tmp_path / "elbo.json"
-    assert main(["--quiet", "score", str(run), "--out", str(elbo), "--samples", "2"]) == 0
+    argv = [
+        "--quiet",
+        "score",
+        str(run),
+        "--out",
+        str(elbo),
+        "--estimator",
+        "elbo",
+        "--samples",
+        "2",
+    ]
+    assert main(argv) == 0
     assert json.loads(elbo.read_text())["estimator"] == "elbo"
     assert (tmp_path / "elbo_scores.csv").read_text() != reports[0]["csv"]
     argv = ["score", str(run), "--out", str(elbo), "--estimator", "mean", "--samples", "5"]

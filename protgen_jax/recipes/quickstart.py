@@ -218,7 +218,9 @@ def run_quickstart(
     )
     with stages.stage(3, "score", text) as notes:
         scored = RECIPE.run_command(
-            "score", [run.path], {"out": out / "score.json", "samples": score_samples, **common}
+            "score",
+            [run.path],
+            {"out": out / "score.json", "estimator": "elbo", "samples": score_samples, **common},
         )
         scored_mean = RECIPE.run_command(
             "score", [run.path], {"out": out / "score_mean.json", "estimator": "mean", **common}
