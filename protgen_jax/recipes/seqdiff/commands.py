@@ -80,6 +80,13 @@ COMMANDS = {
             "eval_sequences; 0 = all)",
             low=0,
         ),  # fmt: skip
+        Option(
+            "temperature",
+            float,
+            1.0,
+            "divides the logits of the perplexity (calibration)",
+            low=0.01,
+        ),
     ),
 }
 
@@ -230,12 +237,15 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         result["seconds"] = time.perf_counter() - started
         save_json_atomic(out, result)
 
+    result["likelihood_temperature"] = float(opts.temperature)
     pieces, piece_labels = chunk_all(seqs, labels, cfg.max_len)
     passes = 2 if np.any(piece_labels >= 0) else 1  # with the family labels, then the null label
     with progress_bar(passes * len(pieces), "held-out likelihood", progress) as bar:
         result.update(
             perplexity_report(
-                lambda s, lab, k: sequence_nll(run.model, run.params, k, s, lab, cfg, bar=bar),
+                lambda s, lab, k: sequence_nll(
+                    run.model, run.params, k, s, lab, cfg, bar=bar, temperature=opts.temperature
+                ),
                 pieces, piece_labels, keys.named(key, "perplexity"), _unigram(run),
             )
         )  # fmt: skip

@@ -163,13 +163,19 @@ class SeqDiffModel:
 
         return loss
 
-    def nll(self, params: Any, key: jax.Array, x0: jax.Array, mask: jax.Array, cond: jax.Array):
+    def nll(
+        self, params: Any, key: jax.Array, x0: jax.Array, mask: jax.Array, cond: jax.Array,
+        temperature: float = 1.0,
+    ):  # fmt: skip
         """Per-sequence upper bound on ``-log p(x0 | family)`` in nats ``[B]``.
 
         OADM: minus the exact-order log-likelihood averaged over ``eval_orders`` random orders; D3PM:
-        the full variational bound (T terms); relax: the embedding-diffusion bound.
+        the full variational bound (T terms); relax: the embedding-diffusion bound. ``temperature`` tau
+        > 0 divides the network's logits first (calibration; 1 = the model as trained).
         """
         fn = self.logits_fn(params)
+        if temperature != 1.0:
+            fn = Partial(_tempered, fn, jnp.float32(1.0 / temperature))
         if self.method == "oadm":
             return -oadm_log_likelihood(key, fn, x0, mask, self.eval_orders, cond)
         if self.method == "d3pm":
@@ -330,8 +336,10 @@ def sequence_nll(
     config: Any,
     progress: bool | None = None,
     bar: Any = None,
+    temperature: float = 1.0,
 ) -> np.ndarray:
-    """Per-sequence NLL bound ``[N]`` (nats) of sequences <= max_len, batched by bucket.
+    """Per-sequence NLL bound ``[N]`` (nats) of sequences <= max_len, batched by bucket (logits divided
+    by ``temperature``, see :meth:`SeqDiffModel.nll`).
 
     labels ``[N]`` (-1 = null class). Every batch of the bucket of length ``L_b`` has
     ``tokens_per_batch // L_b`` rows (:func:`padded_map`), so each bucket compiles once whatever the
@@ -354,8 +362,9 @@ def sequence_nll(
         def nll(tokens, mask, cond, chunk, bucket_key=bucket_key):
             batch_key = jax.random.fold_in(bucket_key, int(chunk[0]))
             return model.nll(
-                params, batch_key, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cond)
-            )
+                params, batch_key, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cond),
+                temperature,
+            )  # fmt: skip
 
         chunks = np.arange(len(rows)) // size
         out[rows] = padded_map(nll, (tokens, mask, cond_all[rows], chunks), size, bar)
