@@ -21,19 +21,13 @@ import numpy as np
 
 from protgen_jax.alphabet import AMINO_ACIDS
 from protgen_jax.data.alignment import Alignment
+from protgen_jax.data.text import read_text_file
 from protgen_jax.errors import DataError
 
 __all__ = ["MutantMap", "map_mutants", "mutant_tokens", "parse_mutant", "read_dms", "read_table"]
 
 _SUBSTITUTION = re.compile(r"^([A-Z])(\d+)([A-Z*])$")
 _MAX_LISTED = 10
-_COMPRESSED = (
-    (b"\x1f\x8b", "gzip-compressed"),
-    (b"PK\x03\x04", "zip"),
-    (b"BZh", "bzip2-compressed"),
-    (b"\xfd7zXZ\x00", "xz-compressed"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
-)
 
 
 def read_dms(
@@ -65,7 +59,7 @@ def read_dms(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = _read_text(path)
+    text = read_text_file(path, "CSV")
     mutants: list[str] = []
     scores: list[float] = []
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -126,7 +120,7 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text_file(path, "CSV"), newline=""))
     try:
         header = [name.strip() for name in next(reader, None) or []]
         if not header:
@@ -147,27 +141,6 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     except csv.Error as err:
         raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from err
     return header, rows
-
-
-def _read_text(path: Path) -> str:
-    """The file as text; DataError for a compressed or binary file, naming the line of a bad byte."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
-    for magic, kind in _COMPRESSED:
-        if raw.startswith(magic):
-            raise DataError(f"{path}: is a {kind} file, not a CSV; decompress it first")
-    bad = raw.find(b"\x00")
-    if bad < 0:
-        try:
-            return raw.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            bad = err.start
-    line = raw[:bad].count(b"\n") + 1
-    raise DataError(
-        f"{path}: line {line}: binary data (byte {raw[bad]:#04x}), not a UTF-8 CSV text file"
-    )
 
 
 def parse_mutant(mutant: str) -> list[tuple[str, int, str]]:

@@ -27,6 +27,7 @@ import numpy as np
 from biotite.structure.io import pdb, pdbx
 from tqdm.auto import tqdm
 
+from protgen_jax.data.text import read_text_file
 from protgen_jax.errors import DataError
 
 __all__ = [
@@ -107,26 +108,6 @@ _COORDINATE_RECORDS = ("ATOM", "HETATM")
 _PDB_RECORDS = ("ATOM", "HETATM", "ANISOU", "TER", "END", "ENDMDL", "MODEL", "CONECT", "MASTER")
 
 
-def _read_text(path: Path) -> str:
-    """The file as text; DataError for an unreadable, empty, compressed or binary file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
-    if raw.startswith(b"\x1f\x8b"):
-        raise DataError(f"{path}: gzip-compressed; decompress it (gunzip) first")
-    if not raw.strip():
-        raise DataError(f"{path}: empty file")
-    bad = raw.find(b"\x00")
-    if bad < 0:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            bad = err.start
-    line = raw[:bad].count(b"\n") + 1
-    raise DataError(f"{path}: line {line}: binary data (byte {raw[bad]:#04x}), not a text file")
-
-
 def _check_complete(path: Path, text: str, is_pdb: bool) -> None:
     """DataError when the file visibly stops early (a truncated download or copy).
 
@@ -166,7 +147,7 @@ def _read_first_model(path: Path) -> struc.AtomArray:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     is_pdb = suffix in (".pdb", ".ent")
-    text = _read_text(path)
+    text = read_text_file(path, "structure", allow_empty=False)
     _check_complete(path, text, is_pdb)
     try:
         if is_pdb:
