@@ -31,6 +31,7 @@ from protgen_jax.data.text import read_text_file
 from protgen_jax.errors import DataError
 
 __all__ = [
+    "BACKBONE_ATOMS",
     "BREAK_DISTANCE",
     "COORD_SCALE",
     "STRUCTURE_SUFFIXES",
@@ -58,6 +59,9 @@ dividing by 10 puts them at 0.5-1.1 with extremes near 5. A fixed constant (rath
 normalisation) keeps the length-size relation in the data, so the model learns how big a chain of length L is.
 """
 
+BACKBONE_ATOMS = ("N", "CA", "C")
+"""The atoms of `Chain.backbone`, in its order along axis 1."""
+
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
 """File suffixes `load_chain` reads (case-insensitive): PDB for the first two, mmCIF for the rest."""
 
@@ -80,6 +84,8 @@ class Chain:
       chain_id: the chain identifier in the file.
       breaks: [N_breaks] int indices i with |ca[i + 1] - ca[i]| > BREAK_DISTANCE.
       n_missing_ca: residues of the chain skipped because they have no CA atom.
+      backbone: [L, 3, 3] float32 N, CA, C coordinates in Å (``BACKBONE_ATOMS`` order), NaN for an N or
+        C atom the file does not have; None for a chain built from a CA trace alone.
     """
 
     name: str
@@ -89,6 +95,7 @@ class Chain:
     chain_id: str
     breaks: np.ndarray
     n_missing_ca: int = 0
+    backbone: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -226,6 +233,16 @@ def load_chain(
         raise DataError(f"{where}: non-finite CA coordinates at residues {bad}")
 
     bond = np.linalg.norm(np.diff(ca.astype(np.float64), axis=0), axis=-1)
+    residue_of_atom = np.searchsorted(residue_starts, np.arange(len(atoms)), side="right") - 1
+    row_of_residue = np.full(len(residue_starts), -1)
+    row_of_residue[residue_of_ca[first]] = np.arange(length)
+    backbone = np.full((length, len(BACKBONE_ATOMS), 3), np.nan, np.float32)
+    for column, atom_name in enumerate(BACKBONE_ATOMS):
+        for atom in np.nonzero(atoms.atom_name == atom_name)[0][::-1]:  # first atom of a name wins
+            row = row_of_residue[residue_of_atom[atom]]
+            if row >= 0:
+                backbone[row, column] = atoms.coord[atom]
+    backbone[:, 1] = ca
     return Chain(
         name=_chain_name(path, chain_id),
         ca=ca,
@@ -234,6 +251,7 @@ def load_chain(
         chain_id=str(chain_id),
         breaks=np.nonzero(bond > BREAK_DISTANCE)[0],
         n_missing_ca=int(n_missing),
+        backbone=backbone,
     )
 
 

@@ -1,5 +1,7 @@
-"""Backbones: random rotations, zero-COM noise, sampling, C-alpha PDB writing and geometry metrics."""
+"""Backbones: random rotations, zero-COM noise, sampling, derived atoms (O, virtual CB), PDB writing and
+geometry metrics."""
 
+from protgen_jax.structure.atoms import nerf_place, place_oxygen, virtual_cb, with_oxygen
 from protgen_jax.structure.frames import apply_rotation, random_rotation, random_rotation_np
 from protgen_jax.structure.geometry import (
     GeometryStats,
@@ -19,7 +21,7 @@ from protgen_jax.structure.geometry import (
     sse_labels,
     wasserstein_1,
 )
-from protgen_jax.structure.pdb_io import write_ca_pdb, write_trajectory_pdb
+from protgen_jax.structure.pdb_io import write_backbone_pdb, write_ca_pdb, write_trajectory_pdb
 from protgen_jax.structure.sampling import sample_backbones
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "geometry_report",
     "geometry_stats",
     "kabsch_rmsd",
+    "nerf_place",
+    "place_oxygen",
     "plot_geometry",
     "radius_of_gyration",
     "random_rotation",
@@ -42,7 +46,10 @@ __all__ = [
     "random_walk_backbone",
     "sample_backbones",
     "sse_labels",
+    "virtual_cb",
+    "with_oxygen",
     "wasserstein_1",
+    "write_backbone_pdb",
     "write_ca_pdb",
     "write_trajectory_pdb",
 ]

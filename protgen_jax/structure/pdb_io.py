@@ -1,4 +1,4 @@
-"""Writing C-alpha-only backbones (and sampling trajectories) as PDB files, via biotite.
+"""Writing backbones (C-alpha traces, N-CA-C(-O) backbones, sampling trajectories) as PDB files, via biotite.
 
 Files are written atomically: to a temporary file in the destination folder, then `os.replace`d over the
 target, so a reader never sees a half-written file and an interrupted run leaves the old file intact.
@@ -14,7 +14,9 @@ from biotite.structure.io import pdb
 from protgen_jax.atomic import atomic_write
 from protgen_jax.errors import DataError
 
-__all__ = ["write_ca_pdb", "write_trajectory_pdb"]
+__all__ = ["write_backbone_pdb", "write_ca_pdb", "write_trajectory_pdb"]
+
+_BACKBONE_NAMES = ("N", "CA", "C", "O")
 
 # PDB's fixed-width coordinate field (%8.3f) holds -999.999 .. 9999.999.
 _PDB_COORD_MIN = -999.999
@@ -84,6 +86,37 @@ def write_ca_pdb(path: str | Path, ca: np.ndarray, sequence: str | None = None) 
     atoms = _ca_template(ca.shape[0], sequence, path)
     atoms.coord = ca
     _write_atomic(path, atoms)
+
+
+def write_backbone_pdb(path: str | Path, atoms: np.ndarray, sequence: str | None = None) -> None:
+    """Write one full backbone (chain A, residues 1..L, atoms N, CA, C and O when given) as a PDB file.
+
+    Args:
+      path: destination file; parent folders are created.
+      atoms: [L, 3, 3] N, CA, C or [L, 4, 3] N, CA, C, O coordinates in Å
+        (`structure.atoms.with_oxygen` adds the O).
+      sequence: optional length-L one-letter sequence naming the residues; default GLY.
+
+    Raises:
+      DataError: as `write_ca_pdb`.
+    """
+    path = Path(path)
+    atoms = np.asarray(atoms, dtype=np.float32)
+    if atoms.ndim != 3 or atoms.shape[1] not in (3, 4) or atoms.shape[2] != 3:
+        raise DataError(
+            f"{path}: expected [L, 3 or 4, 3] N-CA-C(-O) coordinates, got {atoms.shape}"
+        )
+    _check_coords(atoms, path)
+    length, per_residue = atoms.shape[:2]
+    array = struc.AtomArray(length * per_residue)
+    array.chain_id[:] = "A"
+    array.res_id[:] = np.repeat(np.arange(1, length + 1), per_residue)
+    array.res_name[:] = np.repeat(_residue_names(length, sequence, path), per_residue)
+    array.atom_name[:] = np.tile(_BACKBONE_NAMES[:per_residue], length)
+    array.element[:] = np.tile([name[0] for name in _BACKBONE_NAMES[:per_residue]], length)
+    array.hetero[:] = False
+    array.coord = atoms.reshape(-1, 3)
+    _write_atomic(path, array)
 
 
 def write_trajectory_pdb(path: str | Path, frames: np.ndarray, sequence: str | None = None) -> None:
