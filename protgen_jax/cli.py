@@ -7,6 +7,7 @@
     protgen score RUN [RUN ...] --dms CSV --column NAME --out JSON
     protgen predict RUN [RUN ...] (--all-singles | --dms CSV) --out CSV
     protgen evaluate RUN [--data PATH] --out JSON
+    protgen design RUN --pdb FILE_OR_FOLDER --num-seqs N --temperature T --out FASTA
 
 Bad input exits with status 2 and a one-line reason (``error: ...``) before any model work starts;
 a failed training exits with 1 (``error: ...``), an interrupt with 130, and anything else (a bug) with 1
@@ -235,6 +236,8 @@ RUN_COMMANDS = {
     "score": "score mutations (DMS) with trained runs (an ensemble if many)",
     "predict": "predict mutation effects (all singles, or every row of a CSV) with trained runs "
     "(an ensemble if many)",
+    "design": "design sequences for backbones (structure files or sample folders) with an "
+    "inverse-folding run",
 }
 
 
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train (or resume) a model")
-    p.add_argument("model", help="vae | backbone | oadm | d3pm | relax")
+    p.add_argument("model", help="vae | backbone | oadm | d3pm | relax | design")
     p.add_argument("--data", help="training data (default: the family's registry dataset)")
     p.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     p.add_argument("--steps", type=int, help="total training steps")

@@ -214,6 +214,27 @@ def plot_latent(means: np.ndarray, highlight: np.ndarray, path: Path, title: str
     return _save(fig, path)
 
 
+def plot_grouped_bars(
+    series: dict[str, dict[str, float]], path: Path, ylabel: str, title: str = ""
+) -> Path:
+    """Bars of several series side by side per category: ``{series: {category: value}}`` (the
+    categories of the first series, in its order)."""
+    names = list(series)
+    categories = list(next(iter(series.values()))) if series else []
+    fig, ax = _subplots(figsize=(max(4.5, 0.9 * len(categories) + 1.5), 3.4))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(categories))
+    for i, name in enumerate(names):
+        values = [series[name].get(c, np.nan) for c in categories]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(categories, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_runs(
     runs: dict[str, Sequence[dict[str, Any]]],
     keys: Sequence[str],

@@ -364,8 +364,8 @@ def test_help_lists_each_familys_options_and_shared_flags_agree_on_type(capsys):
     from protgen_jax.recipes import all_recipes
 
     recipes = all_recipes()
-    assert set(recipes) == {"vae", "backbone", "seqdiff"}
-    for command in ("sample", "evaluate", "score"):
+    assert set(recipes) == {"vae", "backbone", "seqdiff", "design"}
+    for command in ("sample", "evaluate", "score", "design"):
         seen = {}
         for recipe in recipes.values():
             for option in recipe.commands.get(command, ()):

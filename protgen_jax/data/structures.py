@@ -43,6 +43,7 @@ __all__ = [
     "bucket_for",
     "chain_positions",
     "pad_examples",
+    "rows_by_bucket",
     "split_holdout",
 ]
 
@@ -367,6 +368,14 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
     return min(b for b in buckets if b >= length)
 
 
+def rows_by_bucket(lengths: np.ndarray, buckets: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """``{bucket: row indices}`` (rows in order) of the buckets that hold a row of ``lengths`` [N]."""
+    found: dict[int, list[int]] = {}
+    for row, length in enumerate(lengths):
+        found.setdefault(bucket_for(int(length), buckets), []).append(row)
+    return {b: np.asarray(rows, np.int64) for b, rows in sorted(found.items())}
+
+
 def pad_examples(chains: list[Chain], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x0 [B, length, 3] centred / COORD_SCALE, mask [B, length], positions [B, length] int32)."""
     x0 = np.zeros((len(chains), length, 3), np.float32)
@@ -411,10 +420,7 @@ class ChainSet:
 
     def by_bucket(self, buckets: tuple[int, ...]) -> dict[int, np.ndarray]:
         """``{bucket: row indices}`` in row order, for the buckets that hold a chain."""
-        found: dict[int, list[int]] = {}
-        for row, length in enumerate(self.lengths):
-            found.setdefault(bucket_for(int(length), buckets), []).append(row)
-        return {b: np.asarray(rows, np.int64) for b, rows in sorted(found.items())}
+        return rows_by_bucket(self.lengths, buckets)
 
     def traces(self) -> list[SimpleNamespace]:
         """Per chain ``.ca`` [L, 3] in Å (centred) and ``.breaks`` (where ``p_{i+1} - p_i > 1``):

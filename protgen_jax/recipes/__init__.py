@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "oadm": "protgen_jax.recipes.seqdiff",
     "d3pm": "protgen_jax.recipes.seqdiff",
     "relax": "protgen_jax.recipes.seqdiff",
+    "design": "protgen_jax.recipes.design",
 }
 
 
