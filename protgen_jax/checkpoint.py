@@ -234,6 +234,7 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory} (available: {steps})"
             )
+        target, dropped = self._with_placeholders(target, int(step))
         args = ocp.args.Composite(
             **{
                 _STATE: ocp.args.StandardRestore(abstract_target(target)),
@@ -242,7 +243,33 @@ class Checkpointer:
         )
         restored = self._manager.restore(int(step), args=args)
         metadata = restored[_METADATA]
-        return restored[_STATE], dict(metadata) if metadata is not None else {}
+        state = restored[_STATE]
+        if dropped:
+            state = state.replace(**{name: None for name in dropped})
+        return state, dict(metadata) if metadata is not None else {}
+
+    def _with_placeholders(self, target: PyTree, step: int) -> tuple[PyTree, list[str]]:
+        """``target`` with a shape-only placeholder for every field it holds as None but the saved
+        state of ``step`` has (read, then dropped): a checkpoint written before a state stopped
+        keeping that field (e.g. ``TrainState.ema_params`` of a run without EMA) still restores.
+        Only for dataclass targets (``replace``); others are returned unchanged."""
+        names = [
+            name
+            for name in getattr(target, "__dataclass_fields__", {})
+            if getattr(target, name) is None
+        ]
+        if not names or not hasattr(target, "replace"):
+            return target, []
+        try:
+            saved = self._manager.item_metadata(step)[_STATE]
+            saved = {name: saved[name] for name in names if name in saved}
+        except Exception:  # no readable metadata: let the restore itself report the problem
+            return target, []
+        saved = {name: tree for name, tree in saved.items() if tree is not None}
+        if not saved:
+            return target, []
+        shapes = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved)
+        return target.replace(**shapes), list(shapes)
 
     def restore_or_none(self, target: PyTree) -> tuple[PyTree, dict[str, Any]] | None:
         """`restore(target)` from the latest readable step, or None when the folder holds no

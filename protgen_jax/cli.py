@@ -58,6 +58,7 @@ RESUMABLE_KEYS = (
     "checkpoint_every",
     "steps_per_call",
     "devices",
+    "log_grad_norm",
 )
 """Config keys a resumed run may change (how long and how it trains, never what it trains)."""
 

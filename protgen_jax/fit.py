@@ -12,7 +12,9 @@
 - resume: the latest checkpoint is restored and metrics written after it are dropped;
 - time budget: after a checkpoint, stop if the next segment (timed as the last one) would pass
   ``time_limit_minutes``; the same call resumes later;
-- a non-finite loss or gradient norm raises ``TrainingError`` before anything of that call is saved;
+- a non-finite loss, or non-finite params after a call (a finite loss whose update was not; with
+  ``log_grad_norm`` a non-finite gradient norm names the update), raises ``TrainingError`` before
+  anything of that call is saved;
 - ``num_devices > 1`` replicates the state and splits every batch over a 1-D mesh (``sharding``).
 
 :class:`TrainConfig` holds the keys every family shares; family configs subclass it.
@@ -38,7 +40,7 @@ from protgen_jax.atomic import atomic_write, strict_json
 from protgen_jax.checkpoint import Checkpointer
 from protgen_jax.errors import DataError, TrainingError
 from protgen_jax.sharding import data_sharding, make_mesh, replicated
-from protgen_jax.train import LossFn, TrainState, make_scan_train_step
+from protgen_jax.train import LossFn, TrainState, all_finite, make_scan_train_step
 
 __all__ = [
     "DTYPES",
@@ -68,6 +70,10 @@ class TrainConfig:
     them when they do), 1 = one device, n = exactly n (an error if a batch size is not a multiple).
     ``time_limit_minutes``: stop at the last checkpoint before the budget of this call would be passed
     (0 = no limit); the same command resumes.
+    ``ema_decay``: 0 keeps no EMA copy (no memory, no work per update); > 0 keeps one and commands
+    use it.
+    ``log_grad_norm``: compute and log the global gradient norm of every update (one more pass over
+    the gradients per update; off by default).
     ``init``: fine-tuning: the first call copies the (EMA) weights of that run into every parameter of
     the same path and shape (others, e.g. a family embedding of another size, stay freshly initialised);
     the optimizer state and the step count start fresh.
@@ -85,6 +91,7 @@ class TrainConfig:
     dtype: str = "float32"
     devices: int = 0
     init: str = ""  # a run folder of the same family to start from (its weights, fresh optimizer)
+    log_grad_norm: bool = False
 
 
 def require_at_least(config: Any, names: tuple[str, ...], low: float) -> None:
@@ -224,7 +231,7 @@ def fit(
         if (group, n) not in step_fns:
             step_fns[(group, n)] = make_scan_train_step(
                 loss_fn, optimizer, groups[group].draw, steps_per_call=n,
-                batch_sharding=batch_sharding,
+                batch_sharding=batch_sharding, grad_norm=config.log_grad_norm,
             )  # fmt: skip
         return step_fns[(group, n)]
 
@@ -256,12 +263,18 @@ def fit(
                 group = int(rng.choice(len(groups), p=weights))
             state, metrics = step_fn(group, n)(state, group_arrays[group], train_key)
             host = jax.device_get(metrics)
-            # a NaN/inf loss, or gradient norm (a finite loss whose update made the params NaN)
+            # a NaN/inf loss, or gradient norm (a finite loss whose update made the params NaN);
+            # without the norm, the params after the call are checked (once per call, not update)
             loss_ok = np.isfinite(np.asarray(host["loss"]))
             finite = loss_ok & np.isfinite(np.asarray(host.get("grad_norm", 0.0)))
+            if np.all(finite) and "grad_norm" not in host and not bool(all_finite(state.params)):
+                finite[-1] = False  # the last update of the call, or an earlier one's unused params
             if not np.all(finite):
                 first = int(np.argmin(finite))
-                bad, what = step + first + 1, "loss" if not loss_ok[first] else "gradient norm"
+                bad = step + first + 1
+                what = "loss" if not loss_ok[first] else "gradient norm"
+                if "grad_norm" not in host and loss_ok[first]:
+                    what = "parameters"
                 last = ckpt.latest_step()
                 raise TrainingError(
                     f"{Path(metrics_path).parent}: the training {what} became non-finite at step {bad}; nothing after "

@@ -9,10 +9,11 @@ and `aux` a flat dict of scalars to log. `make_train_step` turns it into one XLA
 
     step(state, batch, key) -> (new_state, metrics)
 
-that takes the gradient, applies the optax update, refreshes the EMA and returns float32 metrics
-("loss", "grad_norm" and the aux entries). With `steps_per_call=n` the batch carries a leading axis
-`n` and the `n` updates run inside one `jax.lax.scan`, which amortises the host round trip on fast
-accelerators.
+that takes the gradient, applies the optax update, refreshes the EMA (when the state keeps one) and
+returns float32 metrics ("loss", the aux entries, and "grad_norm" when asked for with
+`grad_norm=True`: the global norm costs one more pass over every gradient per update). With
+`steps_per_call=n` the batch carries a leading axis `n` and the `n` updates run inside one
+`jax.lax.scan`, which amortises the host round trip on fast accelerators.
 
 Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -76,7 +77,9 @@ class TrainState(struct.PyTreeNode):
         step: int32 scalar, number of updates applied.
         params: the model parameters (any pytree of arrays).
         ema_params: exponential moving average of `params`, same structure:
-            `ema <- d_s * ema + (1 - d_s) * params` after each update, `d_s = ema_decay_at(s, ...)`.
+            `ema <- d_s * ema + (1 - d_s) * params` after each update, `d_s = ema_decay_at(s, ...)`;
+            None when `ema_decay == 0` (no EMA: no copy in memory or in checkpoints, no work in the
+            step; `ema_apply_fn` then uses `params`).
         opt_state: the optax optimizer state for `params`.
         apply_fn: static; the network's apply function, e.g. `module.apply`.
         ema_decay: static; the asymptotic EMA decay.
@@ -106,7 +109,8 @@ class TrainState(struct.PyTreeNode):
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
     ) -> TrainState:
-        """A state at step 0: `ema_params` a copy of `params`, `opt_state = optimizer.init(params)`.
+        """A state at step 0: `ema_params` a copy of `params` (None when `ema_decay == 0`),
+        `opt_state = optimizer.init(params)`.
 
         The EMA copy owns its own buffers (`jnp.copy`), so donating the state never donates one
         buffer twice. Note that the first donated step consumes the buffers of `params` itself.
@@ -115,7 +119,7 @@ class TrainState(struct.PyTreeNode):
             apply_fn: the network's apply function, `apply_fn(params, *inputs)`.
             params: the initial parameters.
             optimizer: the optax transformation that `make_train_step` will be given.
-            ema_decay: asymptotic EMA decay in [0, 1].
+            ema_decay: asymptotic EMA decay in [0, 1]; 0 keeps no EMA.
             ema_warmup: use the warm-up schedule `min(ema_decay, (1 + s) / (10 + s))`.
 
         Returns:
@@ -126,7 +130,7 @@ class TrainState(struct.PyTreeNode):
         return cls(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            ema_params=jax.tree.map(jnp.copy, params),
+            ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None,
             opt_state=optimizer.init(params),
             apply_fn=apply_fn,
             ema_decay=float(ema_decay),
@@ -135,8 +139,10 @@ class TrainState(struct.PyTreeNode):
 
     @property
     def ema_apply_fn(self) -> jax.tree_util.Partial:
-        """`Partial(apply_fn, ema_params)`: the EMA network as a pytree callable for samplers."""
-        return jax.tree_util.Partial(self.apply_fn, self.ema_params)
+        """`Partial(apply_fn, ema_params)`: the EMA network as a pytree callable for samplers
+        (`params` when the state keeps no EMA)."""
+        params = self.params if self.ema_params is None else self.ema_params
+        return jax.tree_util.Partial(self.apply_fn, params)
 
     @property
     def params_apply_fn(self) -> jax.tree_util.Partial:
@@ -144,7 +150,7 @@ class TrainState(struct.PyTreeNode):
         return jax.tree_util.Partial(self.apply_fn, self.params)
 
     def apply_gradients(self, grads: PyTree, optimizer: optax.GradientTransformation) -> TrainState:
-        """One optimizer update followed by the EMA update.
+        """One optimizer update followed by the EMA update (none when `ema_params` is None).
 
         `params' = params + optimizer.update(grads, opt_state, params)`,
         `ema' = d_s * ema + (1 - d_s) * params'`, `step' = step + 1`.
@@ -159,10 +165,12 @@ class TrainState(struct.PyTreeNode):
         chex.assert_trees_all_equal_structs(grads, self.params)
         updates, opt_state = optimizer.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        d = ema_decay_at(self.step, self.ema_decay, self.ema_warmup)
-        ema_params = jax.tree.map(
-            lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), self.ema_params, params
-        )
+        ema_params = None
+        if self.ema_params is not None:
+            d = ema_decay_at(self.step, self.ema_decay, self.ema_warmup)
+            ema_params = jax.tree.map(
+                lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), self.ema_params, params
+            )
         return self.replace(
             step=self.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
         )
@@ -187,12 +195,15 @@ def _update(
     state: TrainState,
     batch: PyTree,
     key: jax.Array,
+    grad_norm: bool,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update: gradient of the loss, optimizer step, EMA; metrics are the loss, its aux entries
-    and ``grad_norm = sqrt(sum_i g_i^2)`` (before any clipping inside ``optimizer``), all float32."""
+    and, with ``grad_norm``, ``grad_norm = sqrt(sum_i g_i^2)`` (before any clipping inside
+    ``optimizer``), all float32."""
     (loss, aux), grads = grad_fn(state.params, batch, key)
     metrics = _float32_metrics(loss, aux)
-    metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
+    if grad_norm:
+        metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
     return state.apply_gradients(grads, optimizer), metrics
 
 
@@ -202,12 +213,14 @@ def make_train_step(
     *,
     steps_per_call: int = 1,
     donate: bool = True,
+    grad_norm: bool = False,
 ) -> Callable[[TrainState, PyTree, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """A jitted `step(state, batch, key) -> (new_state, metrics)` running `steps_per_call` updates.
 
     One update: `(loss, aux), g = value_and_grad(loss_fn, has_aux=True)(params, batch, key)`, then
-    `state.apply_gradients(g, optimizer)`; metrics are `loss`, `grad_norm = sqrt(sum_i g_i^2)` (the
-    global norm before any clipping inside `optimizer`) and the aux entries, all float32 scalars.
+    `state.apply_gradients(g, optimizer)`; metrics are `loss`, the aux entries and, with
+    `grad_norm=True`, `grad_norm = sqrt(sum_i g_i^2)` (the global norm before any clipping inside
+    `optimizer`), all float32 scalars.
 
     With `steps_per_call = n > 1` every leaf of `batch` has a leading axis `n` (one slice per
     update); the `n` updates run inside one `jax.lax.scan`, update `i` draws its randomness from
@@ -221,6 +234,7 @@ def make_train_step(
         steps_per_call: number of updates per call, `n >= 1`.
         donate: donate the input state's buffers to the output (`donate_argnums=0`); the caller must
             not use the old state after the call.
+        grad_norm: also return the global gradient norm (one more pass over the gradients).
 
     Returns:
         The jitted step function.
@@ -232,7 +246,7 @@ def make_train_step(
     def one_update(
         state: TrainState, batch: PyTree, key: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        return _update(grad_fn, optimizer, state, batch, key)
+        return _update(grad_fn, optimizer, state, batch, key, grad_norm)
 
     def multi_update(
         state: TrainState, batch: PyTree, key: jax.Array
@@ -251,6 +265,22 @@ def make_train_step(
 
     step = one_update if steps_per_call == 1 else multi_update
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+@jax.jit
+def all_finite(tree: PyTree) -> jax.Array:
+    """Scalar bool: every element of every (floating) leaf of ``tree`` is finite.
+
+    One read of each leaf; the training loop runs it once per host call on the updated params (a
+    cheap guard against a finite loss whose update made the params NaN, when the per-update
+    gradient norm is not computed).
+    """
+    flags = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
 def make_eval_step(
@@ -286,6 +316,7 @@ def make_scan_train_step(
     steps_per_call: int = 1,
     batch_sharding: jax.sharding.Sharding | None = None,
     donate: bool = True,
+    grad_norm: bool = False,
 ) -> Callable[[TrainState, PyTree, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """A jitted `step(state, data, key) -> (new_state, metrics)` that draws its own batches.
 
@@ -312,6 +343,7 @@ def make_scan_train_step(
         steps_per_call: updates per call, `n >= 1`.
         batch_sharding: optional sharding for every leaf of the drawn batch.
         donate: donate the input state's buffers to the output.
+        grad_norm: also return the global gradient norm of every update (metric `grad_norm`).
 
     Returns:
         The jitted step; its metrics are stacked per update, `[n]` float32 each.
@@ -331,7 +363,7 @@ def make_scan_train_step(
                     lambda x: jax.lax.with_sharding_constraint(x, batch_sharding) if x.ndim else x,
                     batch,
                 )
-            return _update(grad_fn, optimizer, state, batch, loss_key)
+            return _update(grad_fn, optimizer, state, batch, loss_key, grad_norm)
 
         if steps_per_call == 1:  # no loop: a length-1 scan costs XLA a copy of the carried state
             state, metrics = body(state, None)

@@ -323,3 +323,22 @@ def test_save_npz_atomic_accepts_an_array_named_path(tmp_path):
     save_npz_atomic(tmp_path / "a.npz", path="source.a2m", tokens=np.arange(2))
     with np.load(tmp_path / "a.npz") as npz:
         assert str(npz["path"]) == "source.a2m"
+
+
+def test_a_state_without_ema_restores_and_reads_checkpoints_that_kept_one(tmp_path):
+    """ema_decay=0 keeps ema_params=None (nothing saved); a checkpoint written when every state
+    kept an EMA copy still restores into such a state (the saved copy is read and dropped)."""
+    with_ema = _state(2.0)
+    without = TrainState.create(_apply, _state(0.0).params, optax.adam(1e-3), ema_decay=0.0)
+    assert without.ema_params is None
+    with Checkpointer(tmp_path / "old") as ckpt:
+        ckpt.save(1, with_ema)
+        for target in (without, jax.eval_shape(lambda: without)):
+            state, _ = ckpt.restore(target)
+            assert state.ema_params is None
+            _assert_trees_equal(state.params, with_ema.params)
+    with Checkpointer(tmp_path / "new") as ckpt:
+        ckpt.save(1, without.replace(params=with_ema.params))
+        state, _ = ckpt.restore(without)
+        assert state.ema_params is None
+        _assert_trees_equal(state.params, with_ema.params)

@@ -1,4 +1,4 @@
-"""Tests for protgen_jax.nn: timestep embedding, sequence VAEs and the MLP denoiser."""
+"""Tests for protgen_jax.nn: timestep embedding, sequence VAEs and the MLP denoisers."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from protgen_jax.nn import (
+    ConcatMLPDenoiser,
     ConditionalProteinVAE,
     MLPDenoiser,
     ProteinVAE,
@@ -223,3 +224,29 @@ def test_mlp_denoiser_gradients_and_bf16(mlp_setup):
     out = bf16.apply(params, x, t)
     assert out.dtype == jnp.float32 and out.shape == (B, 2)
     np.testing.assert_allclose(np.asarray(out), np.asarray(model.apply(params, x, t)), atol=0.1)
+
+
+def test_concat_mlp_denoiser_is_the_lecture_layout():
+    """concat(x, sinusoidal e) -> Dense-SiLU-Dense-SiLU-Dense: the parameter count of the PyTorch
+    nn.Sequential, (C + E) H + H + H H + H + H C + C, and the output by hand."""
+    c, e, h = 6, 4, 16
+    model = ConcatMLPDenoiser(hidden_widths=(h, h), time_embed_dim=e)
+    x = jax.random.normal(jax.random.key(7), (B, c))
+    t = jnp.array([0, 10, 999])
+    params = model.init(jax.random.key(8), x, t)
+    count = sum(leaf.size for leaf in jax.tree.leaves(params))
+    assert count == (c + e) * h + h + h * h + h + h * c + c
+    p = jax.tree.map(np.asarray, params["params"])
+    silu = lambda v: v / (1.0 + np.exp(-v))  # noqa: E731
+    hid = np.concatenate([np.asarray(x), np.asarray(timestep_embedding(t, e))], axis=-1)
+    hid = silu(hid @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
+    hid = silu(hid @ p["dense_1"]["kernel"] + p["dense_1"]["bias"])
+    want = hid @ p["out"]["kernel"] + p["out"]["bias"]
+    got = model.apply(params, x, t)
+    assert got.shape == (B, c) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    three = ConcatMLPDenoiser(hidden_widths=(8, 8, 8), time_embed_dim=2, out_dim=3)
+    count3 = sum(leaf.size for leaf in jax.tree.leaves(three.init(jax.random.key(0), x, t)))
+    assert count3 == (c + 2) * 8 + 8 + 2 * (8 * 8 + 8) + 8 * 3 + 3
+    with pytest.raises(ValueError, match="unconditional"):
+        model.apply(params, x, t, None, jnp.zeros((B,), jnp.int32))

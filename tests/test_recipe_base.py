@@ -304,15 +304,24 @@ def test_one_writer_per_run_folder_and_a_released_lock_is_no_obstacle(tmp_path):
     assert TOY.train(ToyConfig(devices=1, steps=8), run.path, progress=False)["steps"] == 8
 
 
-def test_a_nan_gradient_with_a_finite_loss_never_reaches_a_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+    ("log_grad_norm", "what"), [(True, "gradient norm"), (False, "parameters")]
+)
+def test_a_nan_gradient_with_a_finite_loss_never_reaches_a_checkpoint(
+    tmp_path, log_grad_norm, what
+):
     """Update 8 (the last before the step-8 checkpoint) has a finite loss but NaN gradients: its
-    NaN params must not be saved."""
+    NaN params must not be saved, whether the gradient norm is logged (it names the update) or not
+    (the params are checked after every call)."""
     from protgen_jax.checkpoint import Checkpointer
 
+    config = ToyConfig(devices=1, nan_grad_at=7, log_grad_norm=log_grad_norm)
     with pytest.raises(
-        TrainingError, match=r"gradient norm became non-finite at step 8; nothing after step 4"
+        TrainingError, match=rf"training {what} became non-finite at step 8; nothing after step 4"
     ):
-        TOY.train(ToyConfig(devices=1, nan_grad_at=7), tmp_path / "nan", progress=False)
+        TOY.train(config, tmp_path / "nan", progress=False)
+    records = read_metrics(RunDir(tmp_path / "nan").metrics)
+    assert ("grad_norm" in records[0]) == log_grad_norm
     with Checkpointer(tmp_path / "nan" / "checkpoints") as ckpt:
         assert ckpt.latest_step() == 4
     assert np.all(np.isfinite(np.asarray(TOY.load_run(tmp_path / "nan").params["w"])))

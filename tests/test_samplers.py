@@ -175,3 +175,15 @@ def test_classifier_guidance_shifts_eps_by_scaled_gradient(schedule):
     guided = dif.classifier_guidance(eps_fn, log_prob, schedule, jnp.array([0, 1]), scale=1.5)
     expected = -1.5 * schedule.sqrt_one_minus_alpha_bars[t][:, None] * target_means
     np.testing.assert_allclose(guided(x, t, None, None), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 3), (1, 5, 3), (2, 3, 4, 5), (5,), (6, 2)])
+def test_standard_normal_is_jax_random_normal(shape):
+    """The flat draw (fast on XLA:CPU for [B, L, 3]) gives exactly jax.random.normal's values, so
+    samplers and losses keep their random streams."""
+    for impl in ("threefry2x32", "rbg"):
+        key = jax.random.key(11, impl=impl)
+        want = jax.random.normal(key, shape, jnp.float32)
+        got = dif.standard_normal(key, shape)
+        assert got.shape == want.shape and got.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

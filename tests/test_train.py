@@ -1,12 +1,20 @@
 """Tests for protgen_jax.train: exact SGD step, EMA by hand, scan == loop, donation, no retrace."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from protgen_jax.train import TrainState, ema_decay_at, make_eval_step, make_train_step
+from protgen_jax.train import (
+    TrainState,
+    all_finite,
+    ema_decay_at,
+    make_eval_step,
+    make_scan_train_step,
+    make_train_step,
+)
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(6, 3)).astype(np.float32)  # [B, C]
@@ -40,7 +48,7 @@ def test_one_sgd_step_is_exact():
     lr = 0.1
     opt = optax.sgd(lr)
     state = TrainState.create(_apply, _params(), opt)
-    step = make_train_step(_regression_loss, opt)
+    step = make_train_step(_regression_loss, opt, grad_norm=True)
     new_state, metrics = step(state, {"x": jnp.asarray(X), "y": jnp.asarray(Y)}, jax.random.key(0))
 
     err = X.astype(np.float64) @ W0 + 0.25 - Y
@@ -93,6 +101,55 @@ def test_ema_after_two_steps_by_hand(decay, warmup, d0, d1):
     assert not np.allclose(ema2, w2)
 
 
+def _count_primitives(jaxpr, name: str) -> int:
+    """Occurrences of primitive ``name`` in ``jaxpr`` and its sub-jaxprs (scan / pjit bodies)."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count_primitives(sub, name)
+    return count
+
+
+def test_no_ema_and_no_grad_norm_by_default_cost_nothing():
+    """ema_decay=0 keeps no EMA copy (None: nothing stored, donated or updated) and the gradient
+    norm is computed only when asked for: the step's program has no square root then."""
+    opt = optax.sgd(0.1)
+    batch = {"x": jnp.asarray(X), "y": jnp.asarray(Y)}
+    plain = TrainState.create(_apply, _params(), opt, ema_decay=0.0)
+    assert plain.ema_params is None
+    assert len(jax.tree.leaves(plain)) == len(jax.tree.leaves(_params())) + 1  # params + step
+    step = make_train_step(_regression_loss, opt, donate=False)
+    new, metrics = step(plain, batch, jax.random.key(0))
+    assert new.ema_params is None and set(metrics) == {"loss", "mean_err"}
+    np.testing.assert_allclose(
+        new.ema_apply_fn(batch["x"]), _apply(new.params, batch["x"]), rtol=1e-6
+    )
+    key = jax.random.key(0)
+    lean = jax.make_jaxpr(step)(plain, batch, key).jaxpr
+    with_norm = jax.make_jaxpr(make_train_step(_regression_loss, opt, grad_norm=True))
+    with_ema = TrainState.create(_apply, _params(), opt, ema_decay=0.5)
+    assert _count_primitives(lean, "sqrt") == 0
+    assert _count_primitives(with_norm(plain, batch, key).jaxpr, "sqrt") == 1
+    # the EMA blend: d * ema + (1 - d) * params, two multiplications per leaf more
+    n_mul = _count_primitives(jax.make_jaxpr(step)(with_ema, batch, key).jaxpr, "mul")
+    assert n_mul >= _count_primitives(lean, "mul") + 2 * len(jax.tree.leaves(_params()))
+    # the loop's step too
+    draw = lambda data, k, s: data  # noqa: E731
+    scan = make_scan_train_step(_regression_loss, opt, draw, steps_per_call=2, donate=False)
+    state, metrics = scan(plain, batch, key)
+    assert state.ema_params is None and set(metrics) == {"loss", "mean_err"}
+    scan_norm = make_scan_train_step(_regression_loss, opt, draw, grad_norm=True, donate=False)
+    assert metrics["loss"].shape == (2,) and "grad_norm" in scan_norm(plain, batch, key)[1]
+
+
+def test_all_finite():
+    assert bool(all_finite({"a": jnp.ones(3), "b": jnp.zeros((2, 2)), "i": jnp.arange(3)}))
+    assert not bool(all_finite({"a": jnp.ones(3), "b": jnp.array([0.0, jnp.nan])}))
+    assert not bool(all_finite([jnp.array([jnp.inf])]))
+    assert bool(all_finite({}))
+
+
 def test_ema_decay_schedule_values():
     steps = jnp.array([0, 8, 10_000], jnp.int32)
     got = [float(ema_decay_at(s, 0.999, True)) for s in steps]
@@ -108,7 +165,7 @@ def test_steps_per_call_scan_equals_loop():
     key = jax.random.key(42)
 
     state_loop = TrainState.create(_apply, _params(), opt, ema_decay=0.5)
-    single = make_train_step(_noisy_loss, opt)
+    single = make_train_step(_noisy_loss, opt, grad_norm=True)
     loop_metrics = []
     for i in range(n):
         batch_i = {"x": jnp.asarray(xs[i]), "y": jnp.asarray(ys[i])}
@@ -116,7 +173,7 @@ def test_steps_per_call_scan_equals_loop():
         loop_metrics.append(m)
 
     state_scan = TrainState.create(_apply, _params(), opt, ema_decay=0.5)
-    multi = make_train_step(_noisy_loss, opt, steps_per_call=n)
+    multi = make_train_step(_noisy_loss, opt, steps_per_call=n, grad_norm=True)
     state_scan, scan_metrics = multi(state_scan, {"x": jnp.asarray(xs), "y": jnp.asarray(ys)}, key)
 
     assert int(state_scan.step) == n

@@ -24,6 +24,7 @@ from protgen_jax.diffusion.losses import (
     diffusion_loss,
     noise_mse,
     normal_kl,
+    standard_normal,
     variational_bound,
 )
 from protgen_jax.diffusion.samplers import as_partial, ddim_sample, ddim_timesteps, ddpm_sample
@@ -62,6 +63,7 @@ __all__ = [
     "schedule_from_betas",
     "score_from_eps",
     "sqrt_snr",
+    "standard_normal",
     "to_x0_eps",
     "v_from_x0_eps",
     "variational_bound",

@@ -28,6 +28,19 @@ DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array | None, Any], jax.Array]
 NoiseTransform = Callable[[jax.Array, jax.Array | None], jax.Array]
 
 
+def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``jax.random.normal(key, shape)`` (float32), drawn as ``[shape[0], prod(shape[1:])]`` and reshaped.
+
+    The values are the same (the generator fills the array in row-major order whatever its rank), but
+    on XLA:CPU a draw whose last axis is short, such as ``[B, L, 3]`` coordinates, runs several times
+    slower than the flat draw (measured: a T=1000 DDPM sampling of 256 x 128 x 3 took 1.5x the time of
+    the same sampling of 256 x 384).
+    """
+    if len(shape) <= 2:
+        return jax.random.normal(key, shape, jnp.float32)
+    return jax.random.normal(key, (shape[0], math.prod(shape[1:])), jnp.float32).reshape(shape)
+
+
 def _element_mask(mask: jax.Array | None, x: jax.Array) -> jax.Array:
     """Broadcast a ``[B, L]`` residue mask (or None) to a float mask shaped like ``x [B, L, ...]``."""
     if mask is None:
@@ -92,7 +105,7 @@ def diffusion_loss(
     """
     t_key, n_key = jax.random.split(key)
     t = jax.random.randint(t_key, (x0.shape[0],), 0, schedule.num_steps)
-    noise = jax.random.normal(n_key, x0.shape, jnp.float32)
+    noise = standard_normal(n_key, x0.shape)
     if noise_transform is not None:
         noise = noise_transform(noise, mask)
     noise = noise * _element_mask(mask, x0)
@@ -186,7 +199,7 @@ def variational_bound(
 
     def term(carry, step):
         t = jnp.full((batch,), step)
-        noise = jax.random.normal(jax.random.fold_in(key, step), x0.shape) * weights
+        noise = standard_normal(jax.random.fold_in(key, step), x0.shape) * weights
         x_t = q_sample(schedule, x0, t, noise)
         x0_hat, _ = to_x0_eps(schedule, x_t, t, denoise_fn(x_t, t, mask, cond), prediction)
         model_mean, _, _ = q_posterior(schedule, x0_hat, x_t, t)

@@ -26,6 +26,7 @@ from protgen_jax.diffusion.losses import (
     NoiseTransform,
     _element_mask,
     model_log_variance,
+    standard_normal,
 )
 from protgen_jax.diffusion.schedules import Schedule
 
@@ -38,7 +39,7 @@ def as_partial(fn: Any) -> Partial | None:
 
 
 def _noise(key, shape, weights, noise_transform, mask):
-    z = jax.random.normal(key, shape, jnp.float32)
+    z = standard_normal(key, shape)
     if noise_transform is not None:
         z = noise_transform(z, mask)
     return z * weights

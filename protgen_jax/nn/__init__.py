@@ -6,12 +6,13 @@ classifier-free guidance.
 """
 
 from protgen_jax.nn.embeddings import TimeClassEmbedding, position_encoding, timestep_embedding
-from protgen_jax.nn.mlp import MLPDenoiser
+from protgen_jax.nn.mlp import ConcatMLPDenoiser, MLPDenoiser
 from protgen_jax.nn.transformer import MaskedSelfAttention, TransformerDenoiser
 from protgen_jax.nn.unet import UNet1DDenoiser
 from protgen_jax.nn.vae import ConditionalProteinVAE, ProteinVAE
 
 __all__ = [
+    "ConcatMLPDenoiser",
     "ConditionalProteinVAE",
     "MLPDenoiser",
     "MaskedSelfAttention",

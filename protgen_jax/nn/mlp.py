@@ -1,4 +1,8 @@
-"""`MLPDenoiser`: a time(+class)-conditioned SiLU MLP for flat vectors (toy 2-D data, latents)."""
+"""SiLU MLP denoisers for flat vectors (toy 2-D data, latents, flattened coordinates).
+
+`MLPDenoiser` injects a learned time(+class) embedding before every layer; `ConcatMLPDenoiser` is the
+lecture's layout (the sinusoidal time embedding concatenated to the input, then plain layers).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from protgen_jax.nn.embeddings import Dtype, TimeClassEmbedding
+from protgen_jax.nn.embeddings import Dtype, TimeClassEmbedding, timestep_embedding
 
 
 class MLPDenoiser(nn.Module):
@@ -69,3 +73,56 @@ class MLPDenoiser(nn.Module):
             h = h + nn.Dense(h.shape[-1], name=f"time_proj_{i}", **kw)(e)
             h = nn.Dense(width, name=f"dense_{i}", **kw)(nn.silu(h))
         return h.astype(jnp.float32)
+
+
+class ConcatMLPDenoiser(nn.Module):
+    """The lecture's MLP noise predictor for flat vectors `x_t` `[B, C]`:
+
+        e   = timestep_embedding(t, E)                     [B, E]   (sinusoidal, no parameters)
+        h_0 = concat(x_t, e)                               [B, C + E]
+        h_i = SiLU(Dense_{w_i}(h_{i-1}))                   for each hidden width w_1, ..., w_n
+        out = Dense_{out_dim}(h_n)                         [B, out_dim] float32
+
+    With the default two hidden widths this is Linear-SiLU-Linear-SiLU-Linear, with
+    `(C + E) w_1 + w_1 + w_1 w_2 + w_2 + w_2 out + out` parameters (`out = out_dim or C`), the same
+    count as the PyTorch `nn.Sequential` of the lecture. No class conditioning.
+
+    Attributes:
+      hidden_widths: widths `w_1, ..., w_n` of the hidden layers (at least one).
+      time_embed_dim: width `E` of the sinusoidal time embedding.
+      out_dim: output width (None = `C`, the width of `x_t`).
+      dtype, param_dtype: compute and parameter dtypes (the output is float32).
+    """
+
+    hidden_widths: Sequence[int] = (256, 256)
+    time_embed_dim: int = 128
+    out_dim: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x_t: jax.Array,
+        t: jax.Array,
+        mask: jax.Array | None = None,
+        cond: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Predict from `x_t` `[B, C]` and `t` `[B]` -> `[B, out_dim]`; `mask` and
+        `deterministic` are accepted for the uniform denoiser signature and ignored."""
+        del mask, deterministic
+        if cond is not None:
+            raise ValueError("ConcatMLPDenoiser is unconditional; cond must be None")
+        chex.assert_rank(x_t, 2)
+        chex.assert_shape(t, (x_t.shape[0],))
+        if not self.hidden_widths:
+            raise ValueError("ConcatMLPDenoiser needs at least one hidden width")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        e = timestep_embedding(t, self.time_embed_dim)
+        h = jnp.concatenate([x_t.astype(self.dtype), e.astype(self.dtype)], axis=-1)
+        for i, width in enumerate(self.hidden_widths):
+            h = nn.silu(nn.Dense(width, name=f"dense_{i}", **kw)(h))
+        out = nn.Dense(self.out_dim or x_t.shape[-1], name="out", **kw)(h)
+        return out.astype(jnp.float32)

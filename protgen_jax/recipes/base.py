@@ -272,7 +272,9 @@ class Recipe(abc.ABC):
     @staticmethod
     def chosen_params(state: TrainState, config: Any) -> Any:
         """The params commands and evaluations use: the EMA copy when the run keeps one."""
-        return state.ema_params if config.ema_decay else state.params
+        return (
+            state.ema_params if config.ema_decay and state.ema_params is not None else state.params
+        )
 
     # ---------------------------------------------------------------- train
     def train(self, config: Any, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -363,7 +365,8 @@ class Recipe(abc.ABC):
             f"init: {total - len(fresh)} of {total} parameter arrays from {init_run}{note}",
             file=sys.stderr,
         )
-        return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+        ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+        return state.replace(params=params, ema_params=ema)
 
     def _finish(self, config, run, data, state, stopped, started) -> dict[str, Any]:
         from protgen_jax.plots import plot_curves
