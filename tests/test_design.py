@@ -344,3 +344,9 @@ def test_evaluate_reports_recovery_against_the_composition_baseline(run_dir, tmp
     }
     assert Path(str(out.with_suffix("")) + "_recovery.png").exists()
     assert report["published_recovery_cath"]["ProteinMPNN"] == 0.52
+
+
+def test_experiment_config_is_a_valid_design_config():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "design" / "mpnn_long.json"
+    config = ds.RECIPE.check(ds.RECIPE.read_config(path))
+    assert config.dim == 128 and config.atom_set == "full" and config.buckets == (64, 96, 128, 256)
