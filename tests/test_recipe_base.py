@@ -364,7 +364,7 @@ def test_help_lists_each_familys_options_and_shared_flags_agree_on_type(capsys):
     from protgen_jax.recipes import all_recipes
 
     recipes = all_recipes()
-    assert set(recipes) == {"vae", "backbone", "seqdiff"}
+    assert set(recipes) == {"vae", "backbone", "seqdiff", "foldingdiff"}
     for command in ("sample", "evaluate", "score"):
         seen = {}
         for recipe in recipes.values():
