@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train (or resume) a model")
-    p.add_argument("model", help="vae | backbone | oadm | d3pm | relax | design")
+    p.add_argument("model", help="vae | backbone | oadm | d3pm | relax | foldingdiff | design")
     p.add_argument("--data", help="training data (default: the family's registry dataset)")
     p.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     p.add_argument("--steps", type=int, help="total training steps")

@@ -54,6 +54,7 @@ __all__ = [
     "require_at_least",
     "require_between",
     "require_choice",
+    "uniform_draw",
 ]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -163,6 +164,19 @@ class BatchGroup(NamedTuple):
     batch_size: int
     weight: float = 1.0
     name: str = ""
+
+
+def uniform_draw(batch_size: int) -> Callable[[Any, jax.Array, jax.Array], Any]:
+    """``draw(arrays, key, step) -> batch``: ``batch_size`` rows of a group's arrays, uniform with
+    replacement (``jax.random.randint``), the same rows for every leaf."""
+
+    def draw(arrays, key, step):
+        del step
+        num = jax.tree.leaves(arrays)[0].shape[0]
+        rows = jax.random.randint(key, (batch_size,), 0, num)
+        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), arrays)
+
+    return draw
 
 
 def device_count(config: TrainConfig, groups: list[BatchGroup]) -> int:

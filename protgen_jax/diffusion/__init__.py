@@ -1,4 +1,5 @@
-"""Gaussian diffusion: schedules, the forward process, losses and bounds, samplers and guidance.
+"""Gaussian diffusion: schedules, the forward process, losses and bounds, samplers and guidance; its
+wrapped (torus) variant for angles (:mod:`.torus`).
 
 Pure functions; networks enter as ``denoise_fn(x_t, t, mask, cond)`` callables. See the submodules for the
 equations.
@@ -37,6 +38,12 @@ from protgen_jax.diffusion.schedules import (
     sqrt_snr,
     with_noise_level,
 )
+from protgen_jax.diffusion.torus import (
+    torus_ddpm_sample,
+    wrap,
+    wrapped_noise_loss,
+    wrapped_q_sample,
+)
 
 __all__ = [
     "Schedule",
@@ -65,9 +72,13 @@ __all__ = [
     "sqrt_snr",
     "standard_normal",
     "to_x0_eps",
+    "torus_ddpm_sample",
     "v_from_x0_eps",
     "variational_bound",
     "with_noise_level",
+    "wrap",
+    "wrapped_noise_loss",
+    "wrapped_q_sample",
     "x0_from_eps",
     "x0_from_v",
 ]

@@ -17,6 +17,7 @@ from protgen_jax.recipes.base import Recipe, RunDir
 MODELS: dict[str, str] = {
     "vae": "protgen_jax.recipes.vae",
     "backbone": "protgen_jax.recipes.backbone",
+    "foldingdiff": "protgen_jax.recipes.foldingdiff",
     "oadm": "protgen_jax.recipes.seqdiff",
     "d3pm": "protgen_jax.recipes.seqdiff",
     "relax": "protgen_jax.recipes.seqdiff",

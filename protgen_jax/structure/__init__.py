@@ -1,7 +1,8 @@
-"""Backbones: random rotations, zero-COM noise, sampling, derived atoms (O, virtual CB), PDB writing and
-geometry metrics."""
+"""Backbones: random rotations, zero-COM noise, sampling, derived atoms (O, virtual CB), internal
+coordinates and NeRF, PDB writing and geometry metrics (C-alpha and full backbone)."""
 
 from protgen_jax.structure.atoms import nerf_place, place_oxygen, virtual_cb, with_oxygen
+from protgen_jax.structure.backbone_geometry import backbone_report, backbone_stats
 from protgen_jax.structure.frames import apply_rotation, random_rotation, random_rotation_np
 from protgen_jax.structure.geometry import (
     GeometryStats,
@@ -21,10 +22,22 @@ from protgen_jax.structure.geometry import (
     sse_labels,
     wasserstein_1,
 )
+from protgen_jax.structure.internal import (
+    ANGLE_NAMES,
+    backbone_from_internal,
+    internal_coordinates,
+    random_internal,
+)
 from protgen_jax.structure.pdb_io import write_backbone_pdb, write_ca_pdb, write_trajectory_pdb
 from protgen_jax.structure.sampling import sample_backbones
 
 __all__ = [
+    "ANGLE_NAMES",
+    "backbone_from_internal",
+    "backbone_report",
+    "backbone_stats",
+    "internal_coordinates",
+    "random_internal",
     "GeometryStats",
     "apply_rotation",
     "bond_angles",

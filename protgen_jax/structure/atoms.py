@@ -50,8 +50,9 @@ def nerf_place(
     bc = _unit(c - b)
     n = _unit(jnp.cross(b - a, bc))
     m = jnp.cross(n, bc)
-    lead = jnp.broadcast_shapes(c.shape[:-1], *(jnp.shape(v) for v in (bond, angle, torsion)))
-    bond, angle, torsion = (jnp.broadcast_to(v, lead)[..., None] for v in (bond, angle, torsion))
+    values = [jnp.asarray(v) for v in (bond, angle, torsion)]
+    lead = jnp.broadcast_shapes(c.shape[:-1], *(v.shape for v in values))  # no rank promotion
+    bond, angle, torsion = (jnp.broadcast_to(v, lead)[..., None] for v in values)
     step = -jnp.cos(angle) * bc + jnp.sin(angle) * (jnp.cos(torsion) * m + jnp.sin(torsion) * n)
     return c + bond * step
 

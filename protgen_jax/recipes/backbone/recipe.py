@@ -51,6 +51,7 @@ from protgen_jax.fit import (
     require_at_least,
     require_between,
     require_choice,
+    uniform_draw,
 )
 from protgen_jax.nn.backbone import BackboneDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
@@ -198,17 +199,8 @@ def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Sche
     return loss_fn
 
 
-def make_draw(batch_size: int):
-    """``draw(arrays, key, step) -> batch``: ``batch_size`` rows of the bucket's arrays, uniform with
-    replacement (``jax.random.randint``), the same for every leaf."""
-
-    def draw(arrays, key, step):
-        del step
-        num = arrays["x0"].shape[0]
-        rows = jax.random.randint(key, (batch_size,), 0, num)
-        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), arrays)
-
-    return draw
+make_draw = uniform_draw
+"""``make_draw(batch_size)``: :func:`protgen_jax.fit.uniform_draw` (rows uniform with replacement)."""
 
 
 def _example_inputs(length: int = 8) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -47,6 +47,7 @@ from protgen_jax.fit import (
     require_at_least,
     require_between,
     require_choice,
+    uniform_draw,
 )
 from protgen_jax.nn.mpnn import InverseFoldingModel
 from protgen_jax.recipes.base import Recipe, RunDir
@@ -239,17 +240,6 @@ def make_loss_fn(config: DesignConfig, model: InverseFoldingModel):
     return loss_fn
 
 
-def make_draw(batch_size: int):
-    """``draw(arrays, key, step) -> batch``: ``batch_size`` rows drawn uniformly with replacement."""
-
-    def draw(arrays, key, step):
-        del step
-        rows = jax.random.randint(key, (batch_size,), 0, arrays["mask"].shape[0])
-        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), arrays)
-
-    return draw
-
-
 def teacher_forced_nll(model: InverseFoldingModel, atom_set: str) -> Partial:
     """``nll(params, coords, mask, positions, tokens, rank) -> [B, L]`` -log p(s_i | s_<i, X) for the
     order ``rank`` (no dropout, no noise), as a jittable pytree Partial."""
@@ -394,7 +384,7 @@ class DesignRecipe(Recipe):
             groups.append(
                 BatchGroup(
                     arrays=data.train.take(rows, bucket),
-                    draw=make_draw(size),
+                    draw=uniform_draw(size),
                     batch_size=size,
                     weight=float(len(rows)),
                     name=f"L{bucket}",
