@@ -72,6 +72,8 @@ METRIC_NAMES: dict[str, tuple[str, str]] = {
     "mse_per_token": ("embedding MSE", "squared error / token"),
     "spearman": ("DMS Spearman (score vs fitness)", "Spearman rho"),
     "perplexity": ("perplexity", "per residue"),
+    "nll_per_residue": ("sequence NLL", "nats / residue"),
+    "accuracy": ("most likely amino acid = native", "fraction of residues"),
     "mse": ("noise-prediction error", "eps MSE"),
 }
 """Panel title and y label of the metric keys the recipes log; other keys are shown by their name."""

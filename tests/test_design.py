@@ -220,7 +220,9 @@ def test_train_learns_and_writes_the_run(run_dir):
     train = [r for r in records if r["split"] == "train"]
     evals = [r for r in records if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [5, 10]
-    assert np.mean([r["nll"] for r in train[-3:]]) < np.mean([r["nll"] for r in train[:3]])
+    nll = [r["nll_per_residue"] for r in train]
+    assert np.mean(nll[-3:]) < np.mean(nll[:3])
+    assert all("val_nll_per_residue" in r for r in evals)
     assert all(0 <= r["accuracy"] <= 1 for r in train)
     assert json.loads((run_dir / "run.json").read_text())["family"] == "design"
     data = ds.RECIPE.load_run(run_dir).data

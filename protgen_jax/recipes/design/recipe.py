@@ -206,7 +206,7 @@ def residue_nll(logits: jax.Array, tokens: jax.Array) -> jax.Array:
 
 
 def make_loss_fn(config: DesignConfig, model: InverseFoldingModel):
-    """``loss_fn(params, batch, key) -> (smoothed CE, {nll, accuracy})`` per known residue.
+    """``loss_fn(params, batch, key) -> (smoothed CE, {nll_per_residue, accuracy})`` per known residue.
 
     CE_i = -(1 - eps) log p(s_i) - eps mean_a log p(a) with eps = ``label_smoothing``; the loss, the
     plain NLL and the argmax accuracy are averaged over the residues of the batch with a known amino acid.
@@ -233,7 +233,7 @@ def make_loss_fn(config: DesignConfig, model: InverseFoldingModel):
         loss = jnp.sum(((1 - eps) * nll + eps * smooth) * weight) / count
         correct = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)
         return loss, {
-            "nll": jnp.sum(nll * weight) / count,
+            "nll_per_residue": jnp.sum(nll * weight) / count,
             "accuracy": jnp.sum(correct * weight) / count,
         }
 
@@ -262,7 +262,7 @@ class DesignRecipe(Recipe):
     models = (FAMILY,)
     config_type = DesignConfig
     data_file = "data.npz"
-    curve_keys = ("loss", "nll", "accuracy", "val_nll", "val_accuracy")
+    curve_keys = ("loss", "nll_per_residue", "accuracy", "val_nll_per_residue", "val_accuracy")
 
     def validate(self, config: DesignConfig) -> None:
         if not config.buckets or min(config.buckets) < 1:
@@ -315,11 +315,11 @@ class DesignRecipe(Recipe):
 
     def describe_data(self, config: DesignConfig, data: DesignData) -> dict[str, Any]:
         return {
+            "atom_set": config.atom_set,
             "num_train": len(data.train),
             "num_holdout": len(data.holdout),
             "num_skipped": len(data.skipped),
             "train_residues": int(data.train.mask.sum()),
-            "atom_set": config.atom_set,
         }
 
     def extra_run_files(self, run: RunDir, config: DesignConfig, data: DesignData) -> None:
@@ -393,7 +393,7 @@ class DesignRecipe(Recipe):
         return groups
 
     def make_eval(self, model: InverseFoldingModel, config: DesignConfig, data, key: jax.Array):
-        """Held-out ``val_nll`` (per residue) and ``val_accuracy`` (argmax = native) of the
+        """Held-out ``val_nll_per_residue`` and ``val_accuracy`` (argmax = native) of the
         teacher-forced conditionals under one fixed random order per chain (drawn from ``key``)."""
         holdout = data.holdout
         if not len(holdout):
@@ -419,6 +419,6 @@ class DesignRecipe(Recipe):
         def eval_fn(params, step):
             del step
             nll, acc = evaluate(params)
-            return {"val_nll": float(nll), "val_accuracy": float(acc)}
+            return {"val_nll_per_residue": float(nll), "val_accuracy": float(acc)}
 
         return eval_fn
