@@ -78,7 +78,7 @@ class DesignConfig(TrainConfig):
     dropout: float = 0.1
     backbone_noise: float = 0.1  # Å, std of the Gaussian noise added to the atoms in training
     label_smoothing: float = 0.1
-    steps: int = 2400
+    steps: int = 5000
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     weight_decay: float = 1e-4
