@@ -55,6 +55,7 @@ __all__ = [
     "require_between",
     "require_choice",
     "uniform_draw",
+    "warmup_cosine_adamw",
 ]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -164,6 +165,23 @@ class BatchGroup(NamedTuple):
     batch_size: int
     weight: float = 1.0
     name: str = ""
+
+
+def warmup_cosine_adamw(config: Any, end_fraction: float = 0.05) -> optax.GradientTransformation:
+    """AdamW after global-norm clipping (``grad_clip``, ``weight_decay``); the learning rate warms up
+    linearly from 0 over ``warmup_steps`` (at least 1, at most ``steps - 1``) and decays by a cosine to
+    ``end_fraction * learning_rate`` at ``steps``."""
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0,
+        config.learning_rate,
+        max(1, min(config.warmup_steps, config.steps - 1)),
+        max(config.steps, 2),
+        end_value=end_fraction * config.learning_rate,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(lr, weight_decay=config.weight_decay),
+    )
 
 
 def uniform_draw(batch_size: int) -> Callable[[Any, jax.Array, jax.Array], Any]:

@@ -52,6 +52,7 @@ from protgen_jax.fit import (
     require_between,
     require_choice,
     uniform_draw,
+    warmup_cosine_adamw,
 )
 from protgen_jax.nn.backbone import BackboneDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
@@ -314,17 +315,7 @@ class BackboneRecipe(Recipe):
     def optimizer(self, config: BackboneConfig) -> optax.GradientTransformation:
         """AdamW after global-norm clipping; the learning rate warms up linearly over
         ``warmup_steps`` and decays by a cosine to ``0.05 * learning_rate`` at ``steps``."""
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            config.learning_rate,
-            max(1, min(config.warmup_steps, config.steps - 1)),
-            max(config.steps, 2),
-            end_value=0.05 * config.learning_rate,
-        )
-        return optax.chain(
-            optax.clip_by_global_norm(config.grad_clip),
-            optax.adamw(lr, weight_decay=config.weight_decay),
-        )
+        return warmup_cosine_adamw(config)
 
     def loss_fn(self, model: BackboneDenoiser, config: BackboneConfig, data: Any):
         return make_loss_fn(config, model, make_schedule(config))

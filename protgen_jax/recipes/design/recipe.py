@@ -48,6 +48,7 @@ from protgen_jax.fit import (
     require_between,
     require_choice,
     uniform_draw,
+    warmup_cosine_adamw,
 )
 from protgen_jax.nn.mpnn import InverseFoldingModel
 from protgen_jax.recipes.base import Recipe, RunDir
@@ -359,17 +360,7 @@ class DesignRecipe(Recipe):
     def optimizer(self, config: DesignConfig) -> optax.GradientTransformation:
         """AdamW after global-norm clipping; linear warm-up over ``warmup_steps``, cosine decay to
         ``0.05 * learning_rate`` at ``steps``."""
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            config.learning_rate,
-            max(1, min(config.warmup_steps, config.steps - 1)),
-            max(config.steps, 2),
-            end_value=0.05 * config.learning_rate,
-        )
-        return optax.chain(
-            optax.clip_by_global_norm(config.grad_clip),
-            optax.adamw(lr, weight_decay=config.weight_decay),
-        )
+        return warmup_cosine_adamw(config)
 
     def loss_fn(self, model: InverseFoldingModel, config: DesignConfig, data: Any):
         return make_loss_fn(config, model)

@@ -43,6 +43,7 @@ from protgen_jax.fit import (
     require_at_least,
     require_between,
     uniform_draw,
+    warmup_cosine_adamw,
 )
 from protgen_jax.nn.angles import AngleDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
@@ -372,17 +373,7 @@ class FoldingDiffRecipe(Recipe):
 
     def optimizer(self, config: FoldingDiffConfig) -> optax.GradientTransformation:
         """AdamW after global-norm clipping; linear warm-up, cosine decay to 5% at ``steps``."""
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            config.learning_rate,
-            max(1, min(config.warmup_steps, config.steps - 1)),
-            max(config.steps, 2),
-            end_value=0.05 * config.learning_rate,
-        )
-        return optax.chain(
-            optax.clip_by_global_norm(config.grad_clip),
-            optax.adamw(lr, weight_decay=config.weight_decay),
-        )
+        return warmup_cosine_adamw(config)
 
     def loss_fn(self, model: AngleDenoiser, config: FoldingDiffConfig, data: Any):
         return make_loss_fn(model, make_schedule(config))
