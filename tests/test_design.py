@@ -231,7 +231,7 @@ def test_train_learns_and_writes_the_run(run_dir):
     split = data.train if row is not None else data.holdout
     row = list(split.names).index("1AHO_A")
     chain = load_chain(
-        Path(json.loads((run_dir / "data.json").read_text())["folder"]) / "1AHO_A.pdb",
+        Path(json.loads((run_dir / "data.json").read_text())["folders"][0]) / "1AHO_A.pdb",
         min_length=20,
     )
     np.testing.assert_allclose(split.coords[row, :64], chain.backbone - chain.ca.mean(0), atol=1e-4)

@@ -32,14 +32,11 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from protgen_jax.atomic import save_json_atomic, save_npz_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.structures import (
     COORD_SCALE,
     ChainSet,
     bucket_for,
-    load_folder,
-    split_holdout,
 )
 from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
 from protgen_jax.diffusion.losses import noise_mse
@@ -56,6 +53,13 @@ from protgen_jax.fit import (
 )
 from protgen_jax.nn.backbone import BackboneDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
+from protgen_jax.recipes.structure_split import (
+    check_lengths,
+    load_and_split,
+    load_split,
+    save_split,
+    write_split_json,
+)
 from protgen_jax.structure.frames import apply_rotation, random_rotation
 from protgen_jax.structure.noise import zero_com_noise
 
@@ -141,17 +145,10 @@ def load_structures(config: BackboneConfig, progress: bool = True) -> BackboneDa
       DataError: no usable chain, or too few to hold any out.
     """
     folder = data_folder(config)
-    chains, skipped = load_folder(
-        folder, config.chain or None, config.min_length, config.max_length, progress=progress
-    )
-    if len(chains) < 2:
-        raise DataError(f"{folder}: {len(chains)} usable chains (need >= 2); skipped {skipped[:3]}")
-    train, holdout = split_holdout(chains, config.holdout_fraction, config.split_seed)
-    if not train:
-        raise DataError(f"{folder}: every chain fell in the holdout; lower holdout_fraction")
+    train, holdout, skipped = load_and_split(folder, config, progress)
     width = max(config.buckets)
     return BackboneData(
-        ChainSet.of(train, width), ChainSet.of(holdout, width), list(skipped), str(folder)
+        ChainSet.of(train, width), ChainSet.of(holdout, width), skipped, str(folder)
     )
 
 
@@ -224,17 +221,7 @@ class BackboneRecipe(Recipe):
     # ------------------------------------------------------------------ config and data
     def validate(self, config: BackboneConfig) -> None:
         make_schedule(config)
-        if not config.buckets or min(config.buckets) < 1:
-            raise DataError(f"buckets must be positive lengths, got {config.buckets}")
-        if max(config.buckets) < config.max_length:
-            raise DataError(
-                f"buckets {config.buckets} do not cover max_length={config.max_length}; "
-                "add a bucket or lower max_length"
-            )
-        if not 1 <= config.min_length <= config.max_length:
-            raise DataError(
-                f"need 1 <= min_length <= max_length, got {config.min_length}, {config.max_length}"
-            )
+        check_lengths(config)
         require_between(config, "holdout_fraction", 0.0, 1.0)
         require_at_least(config, ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"), 1)
         if config.eval_max_length < config.eval_min_length:
@@ -249,26 +236,14 @@ class BackboneRecipe(Recipe):
         return load_structures(config, progress)
 
     def save_data(self, run: RunDir, data: BackboneData) -> None:
-        arrays = {f"{split}_{field}": getattr(getattr(data, split), field)
-                  for split in ("train", "holdout") for field in ChainSet.FIELDS}  # fmt: skip
-        skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
-        save_npz_atomic(
-            run.file(self.data_file), False, **arrays, skipped=skipped, folder=data.folder
-        )
+        save_split(
+            run.file(self.data_file), data.train, data.holdout, data.skipped, [data.folder],
+            compress=False,
+        )  # fmt: skip
 
     def load_data(self, run: RunDir) -> BackboneData:
-        path = run.file(self.data_file)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                sets = {
-                    split: ChainSet(*(np.asarray(npz[f"{split}_{f}"]) for f in ChainSet.FIELDS))
-                    for split in ("train", "holdout")
-                }
-                skipped = [(str(f), str(r)) for f, r in npz["skipped"]]
-                folder = str(npz["folder"])
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{path}: unreadable run data ({err})") from err
-        return BackboneData(sets["train"], sets["holdout"], skipped, folder)
+        stored = load_split(run.file(self.data_file), ChainSet)
+        return BackboneData(stored.train, stored.holdout, stored.skipped, stored.folders[0])
 
     def describe_data(self, config: BackboneConfig, data: BackboneData) -> dict[str, Any]:
         return {
@@ -279,14 +254,8 @@ class BackboneRecipe(Recipe):
 
     def extra_run_files(self, run: RunDir, config: BackboneConfig, data: BackboneData) -> None:
         """``data.json``: the source folder, the split and the skipped files."""
-        save_json_atomic(
-            run.file("data.json"),
-            {
-                "folder": data.folder,
-                "train": data.train.names.tolist(),
-                "holdout": data.holdout.names.tolist(),
-                "skipped": [{"file": f, "reason": r} for f, r in data.skipped],
-            },
+        write_split_json(
+            run.file("data.json"), data.train.names, data.holdout.names, data.skipped, [data.folder]
         )
 
     def curve_names(self, config: BackboneConfig) -> tuple[str, ...]:

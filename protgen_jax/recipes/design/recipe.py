@@ -29,17 +29,13 @@ import optax
 from jax.tree_util import Partial
 
 from protgen_jax import alphabet
-from protgen_jax.atomic import save_json_atomic, save_npz_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.structures import (
     Chain,
     bucket_for,
     chain_positions,
-    load_folder,
     rows_by_bucket,
-    split_holdout,
 )
-from protgen_jax.errors import DataError
 from protgen_jax.fit import (
     BatchGroup,
     TrainConfig,
@@ -52,6 +48,13 @@ from protgen_jax.fit import (
 )
 from protgen_jax.nn.mpnn import InverseFoldingModel
 from protgen_jax.recipes.base import Recipe, RunDir
+from protgen_jax.recipes.structure_split import (
+    check_lengths,
+    load_and_split,
+    load_split,
+    save_split,
+    write_split_json,
+)
 from protgen_jax.structure.graph import ATOM_SETS
 
 FAMILY = "design"
@@ -169,17 +172,10 @@ def load_design_data(config: DesignConfig, progress: bool = True) -> DesignData:
       DataError: no usable chain, or every chain held out.
     """
     folder = data_folder(config)
-    chains, skipped = load_folder(
-        folder, config.chain or None, config.min_length, config.max_length, progress=progress
-    )
-    if len(chains) < 2:
-        raise DataError(f"{folder}: {len(chains)} usable chains (need >= 2); skipped {skipped[:3]}")
-    train, holdout = split_holdout(chains, config.holdout_fraction, config.split_seed)
-    if not train:
-        raise DataError(f"{folder}: every chain fell in the holdout; lower holdout_fraction")
-    width = bucket_for(max(c.length for c in chains), config.buckets)
+    train, holdout, skipped = load_and_split(folder, config, progress)
+    width = bucket_for(max(c.length for c in train + holdout), config.buckets)
     return DesignData(
-        DesignSet.of(train, width), DesignSet.of(holdout, width), list(skipped), str(folder)
+        DesignSet.of(train, width), DesignSet.of(holdout, width), skipped, str(folder)
     )
 
 
@@ -266,17 +262,7 @@ class DesignRecipe(Recipe):
     curve_keys = ("loss", "nll_per_residue", "accuracy", "val_nll_per_residue", "val_accuracy")
 
     def validate(self, config: DesignConfig) -> None:
-        if not config.buckets or min(config.buckets) < 1:
-            raise DataError(f"buckets must be positive lengths, got {config.buckets}")
-        if max(config.buckets) < config.max_length:
-            raise DataError(
-                f"buckets {config.buckets} do not cover max_length={config.max_length}; "
-                "add a bucket or lower max_length"
-            )
-        if not 1 <= config.min_length <= config.max_length:
-            raise DataError(
-                f"need 1 <= min_length <= max_length, got {config.min_length}, {config.max_length}"
-            )
+        check_lengths(config)
         require_choice(config, "atom_set", tuple(ATOM_SETS))
         require_between(config, "holdout_fraction", 0.0, 1.0)
         require_between(config, "dropout", 0.0, 1.0, open_high=True)
@@ -293,26 +279,14 @@ class DesignRecipe(Recipe):
         return load_design_data(config, progress)
 
     def save_data(self, run: RunDir, data: DesignData) -> None:
-        arrays = {f"{split}_{field}": getattr(getattr(data, split), field)
-                  for split in ("train", "holdout") for field in DesignSet.FIELDS}  # fmt: skip
-        skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
-        save_npz_atomic(
-            run.file(self.data_file), True, **arrays, skipped=skipped, folder=data.folder
-        )
+        save_split(
+            run.file(self.data_file), data.train, data.holdout, data.skipped, [data.folder],
+            compress=True,
+        )  # fmt: skip
 
     def load_data(self, run: RunDir) -> DesignData:
-        path = run.file(self.data_file)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                sets = {
-                    split: DesignSet(*(np.asarray(npz[f"{split}_{f}"]) for f in DesignSet.FIELDS))
-                    for split in ("train", "holdout")
-                }
-                skipped = [(str(f), str(r)) for f, r in npz["skipped"]]
-                folder = str(npz["folder"])
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{path}: unreadable run data ({err})") from err
-        return DesignData(sets["train"], sets["holdout"], skipped, folder)
+        stored = load_split(run.file(self.data_file), DesignSet)
+        return DesignData(stored.train, stored.holdout, stored.skipped, stored.folders[0])
 
     def describe_data(self, config: DesignConfig, data: DesignData) -> dict[str, Any]:
         return {
@@ -325,14 +299,8 @@ class DesignRecipe(Recipe):
 
     def extra_run_files(self, run: RunDir, config: DesignConfig, data: DesignData) -> None:
         """``data.json``: the source folder, the split and the skipped files."""
-        save_json_atomic(
-            run.file("data.json"),
-            {
-                "folder": data.folder,
-                "train": data.train.names.tolist(),
-                "holdout": data.holdout.names.tolist(),
-                "skipped": [{"file": f, "reason": r} for f, r in data.skipped],
-            },
+        write_split_json(
+            run.file("data.json"), data.train.names, data.holdout.names, data.skipped, [data.folder]
         )
 
     def build_model(self, config: DesignConfig, data: Any) -> InverseFoldingModel:

@@ -30,7 +30,6 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from protgen_jax.atomic import save_json_atomic, save_npz_atomic
 from protgen_jax.data import resolve
 from protgen_jax.data.structures import Chain, bucket_for, load_folder, split_holdout
 from protgen_jax.diffusion import Schedule, get_schedule
@@ -47,7 +46,13 @@ from protgen_jax.fit import (
 )
 from protgen_jax.nn.angles import AngleDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
-from protgen_jax.structure.internal import internal_coordinates
+from protgen_jax.recipes.structure_split import (
+    check_lengths,
+    load_split,
+    save_split,
+    write_split_json,
+)
+from protgen_jax.structure.internal import ANGLE_NAMES, internal_coordinates
 
 FAMILY = "foldingdiff"
 NUM_ANGLES = 6
@@ -281,14 +286,7 @@ class FoldingDiffRecipe(Recipe):
 
     def validate(self, config: FoldingDiffConfig) -> None:
         make_schedule(config)
-        if not config.buckets or min(config.buckets) < 1:
-            raise DataError(f"buckets must be positive lengths, got {config.buckets}")
-        if max(config.buckets) < config.max_length:
-            raise DataError(f"buckets {config.buckets} do not cover max_length={config.max_length}")
-        if not 2 <= config.min_length <= config.max_length:
-            raise DataError(
-                f"need 2 <= min_length <= max_length, got {config.min_length}, {config.max_length}"
-            )
+        check_lengths(config, min_length_floor=2)
         require_between(config, "holdout_fraction", 0.0, 1.0)
         require_between(config, "sample_noise_scale", 0.0, 2.0)
         require_at_least(config, ("batch_tokens", "sample_batch", "eval_num", "eval_min_length"), 1)
@@ -302,28 +300,15 @@ class FoldingDiffRecipe(Recipe):
         return load_angles(config, progress)
 
     def save_data(self, run: RunDir, data: FoldingDiffData) -> None:
-        arrays = {f"{split}_{field}": getattr(getattr(data, split), field)
-                  for split in ("train", "holdout") for field in AngleSet._fields}  # fmt: skip
-        skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
-        save_npz_atomic(
-            run.file(self.data_file), True, **arrays, offset=data.offset, skipped=skipped,
-            folders=np.array(data.folders, dtype=str),
+        save_split(
+            run.file(self.data_file), data.train, data.holdout, data.skipped, data.folders,
+            compress=True, offset=data.offset,
         )  # fmt: skip
 
     def load_data(self, run: RunDir) -> FoldingDiffData:
-        path = run.file(self.data_file)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                sets = {
-                    split: AngleSet(*(np.asarray(npz[f"{split}_{f}"]) for f in AngleSet._fields))
-                    for split in ("train", "holdout")
-                }
-                skipped = [(str(f), str(r)) for f, r in npz["skipped"]]
-                offset = np.asarray(npz["offset"], np.float32)
-                folders = [str(f) for f in npz["folders"]]
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{path}: unreadable run data ({err})") from err
-        return FoldingDiffData(sets["train"], sets["holdout"], offset, skipped, folders)
+        s = load_split(run.file(self.data_file), AngleSet, extra=("offset",))
+        offset = s.extra["offset"].astype(np.float32)
+        return FoldingDiffData(s.train, s.holdout, offset, s.skipped, s.folders)
 
     def describe_data(self, config: FoldingDiffConfig, data: FoldingDiffData) -> dict[str, Any]:
         return {
@@ -337,22 +322,11 @@ class FoldingDiffRecipe(Recipe):
         self, run: RunDir, config: FoldingDiffConfig, data: FoldingDiffData
     ) -> None:
         """``data.json``: the source folders, the split, the angle offset and the skipped files."""
-        save_json_atomic(
-            run.file("data.json"),
-            {
-                "folders": data.folders,
-                "offset_degrees": dict(
-                    zip(
-                        ("phi", "psi", "omega", "n_ca_c", "ca_c_n", "c_n_ca"),
-                        np.degrees(data.offset).round(2).tolist(),
-                        strict=True,
-                    )
-                ),
-                "train": data.train.names.tolist(),
-                "holdout": data.holdout.names.tolist(),
-                "skipped": [{"file": f, "reason": r} for f, r in data.skipped],
-            },
-        )
+        offsets = np.degrees(data.offset).round(2).tolist()
+        write_split_json(
+            run.file("data.json"), data.train.names, data.holdout.names, data.skipped, data.folders,
+            offset_degrees=dict(zip(ANGLE_NAMES, offsets, strict=True)),
+        )  # fmt: skip
 
     def curve_names(self, config: FoldingDiffConfig) -> tuple[str, ...]:
         steps = _validation_steps(make_schedule(config))
