@@ -35,6 +35,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -377,7 +378,7 @@ class Recipe(abc.ABC):
         title = f"{self.model_name(config)}: " + ", ".join(
             f"{k}={v}" for k, v in described.items() if isinstance(v, int | str)
         )
-        plot_curves(records, keys_present, run.curves, title=title[:90])
+        plot_curves(records, keys_present, run.curves, title=textwrap.fill(title, 90))
         trains = [r for r in records if r.get("split") == "train"]
         evals = [r for r in records if r.get("split") == "eval"]
         summary = {
