@@ -8,6 +8,7 @@
     protgen predict RUN [RUN ...] (--all-singles | --dms CSV) --out CSV
     protgen evaluate RUN [--data PATH] --out JSON
     protgen design RUN --pdb FILE_OR_FOLDER --num-seqs N --temperature T --out FASTA
+    protgen compare RUN[@key=value,...] ... --data HELDOUT.fasta --out DIR [--num N] [...]
 
 Bad input exits with status 2 and a one-line reason (``error: ...``) before any model work starts;
 a failed training exits with 1 (``error: ...``), an interrupt with 130, and anything else (a bug) with 1
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protgen_jax.compare import add_parser as add_compare_parser
 from protgen_jax.errors import DataError, TrainingError
 
 
@@ -394,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, text in RUN_COMMANDS.items():
         sub.add_parser(command, help=f"{text} (protgen {command} --help: options by family)")
+    add_compare_parser(sub)  # several runs of any families: its own parser (protgen_jax.compare)
     return parser
 
 
@@ -459,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             _run_command(command, rest[1:], quiet)
         else:
             args = build_parser().parse_args((["--quiet"] if quiet else []) + rest)
+            args.argv = argv
             args.func(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

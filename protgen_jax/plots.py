@@ -307,3 +307,56 @@ def plot_mutation_heatmap(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_compare(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """``protgen compare``: sequences per second (log axis), the sample metrics per row, and the
+    family classifier's probabilities along each latent interpolation (rows as in ``compare.json``)."""
+    paths = [r for r in rows if (r.get("interpolation") or {}).get("probability_a")]
+    fig, axes = _subplots(1, 3 if paths else 2, figsize=(15 if paths else 10.5, 3.8))
+    labels = [r["label"] for r in rows]
+    rates = [(r.get("speed") or {}).get("sequences_per_second") or np.nan for r in rows]
+    y = np.arange(len(rows))
+    axes[0].barh(y, rates, color="tab:blue")
+    axes[0].set_xscale("log")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(labels, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("sequences per second (log)")
+    for i, rate in enumerate(rates):
+        if np.isfinite(rate):
+            axes[0].annotate(f"{rate:,.3g}", (rate, i), xytext=(3, 0), textcoords="offset points",
+                             va="center", fontsize=7)  # fmt: skip
+    metrics = (
+        ("kmer3_tv_heldout", "3-mer TV"),
+        ("pair_tv_heldout", "pair TV"),
+        ("composition_tv_heldout", "comp. TV"),
+        ("diversity", "diversity"),
+    )
+    series = [(name, [(r.get("samples") or {}).get(key) for r in rows]) for key, name in metrics]
+    assigned = [(r.get("conditional") or {}).get("fraction_assigned") for r in rows]
+    series.append(("assigned", assigned))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series):
+        vals = [np.nan if v is None else v for v in values]
+        axes[1].barh(y + (i - (len(series) - 1) / 2) * width, vals, width, label=name)
+    axes[1].set_yticks(y)
+    axes[1].set_yticklabels(labels, fontsize=8)
+    axes[1].invert_yaxis()
+    axes[1].set_xlim(0, 1)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[1].set_title("samples vs held-out (TV: lower is closer)", fontsize=9)
+    if paths:
+        ax = axes[2]
+        for r in paths:
+            path_info = r["interpolation"]
+            t = np.linspace(0, 1, len(path_info["probability_a"]))
+            (line,) = ax.plot(t, path_info["probability_a"], marker="o", label=f"{r['label']}: A")
+            ax.plot(t, path_info["probability_b"], marker="s", linestyle="--",
+                    color=line.get_color(), label=f"{r['label']}: B")  # fmt: skip
+        first = paths[0]["interpolation"]
+        ax.set_xlabel(f"latent path {first['family_a']} (0) -> {first['family_b']} (1)")
+        ax.set_ylabel("classifier probability")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -440,6 +440,42 @@ class Recipe(abc.ABC):
         """Checks of a command's options against the run folders, before any model is built; optional (none by default)."""
         return None
 
+    # ---------------------------------------------------------------- `protgen compare` hooks
+    def generate_sequences(
+        self, run: LoadedRun, key: jax.Array, num: int, *, lengths: np.ndarray,
+        family: str | None = None, options: dict[str, Any] | None = None, progress: bool = False,
+    ) -> list[str]:  # fmt: skip
+        """``num`` sequences as amino-acid strings (the 20 standard letters) for ``protgen compare``.
+
+        ``lengths [num]`` int: target lengths for models that need them (models with their own length
+        ignore it); ``family``: a family of the run's vocabulary for conditional sampling (None =
+        unconditional; DataError when the run is not conditional or lacks the family); ``options``: the
+        family's sampling options from ``RUN@key=value`` (unknown keys: DataError naming the key and the
+        allowed ones). ``num = 0`` checks ``family`` and ``options`` and returns ``[]`` (compare calls it
+        so before any sampling). Optional: by default a DataError (the family does not sample strings).
+        """
+        raise DataError(f"{self.family} runs cannot generate sequences for `protgen compare`")
+
+    def sequence_nll(
+        self, run: LoadedRun, sequences: list[str], families: list[str | None],
+        progress: bool = False,
+    ) -> tuple[float, str] | None:  # fmt: skip
+        """``(mean NLL in nats per residue over all residues of sequences, what it is)`` or None.
+
+        The value may be an upper bound (the string says which and how long sequences are treated);
+        each sequence is scored with its family label where the run knows it (else the null label).
+        None: the model defines no likelihood. Optional: by default a DataError.
+        """
+        raise DataError(f"{self.family} runs cannot score sequences for `protgen compare`")
+
+    def latent_interpolation(
+        self, run: LoadedRun, key: jax.Array, family_a: str, family_b: str, steps: int, num: int
+    ) -> list[list[str]] | None:
+        """Latent models: ``steps`` points on the line between the mean latent codes (encoder means) of
+        the two families' training sequences, ``num`` decoded sequences per point -> ``steps`` lists of
+        ``num`` strings; None for models without a latent space. Optional: by default a DataError."""
+        raise DataError(f"{self.family} runs cannot interpolate latents for `protgen compare`")
+
 
 def round_up(value: int, multiple: int) -> int:
     """The smallest multiple of ``multiple`` that is >= ``value``."""

@@ -39,6 +39,8 @@ from protgen_jax.errors import DataError
 from protgen_jax.metrics import kmer_counts, read_composition_csv
 from protgen_jax.recipes.base import LoadedRun
 from protgen_jax.recipes.options import Option
+from protgen_jax.recipes.seqdiff import compare_hooks
+from protgen_jax.recipes.seqdiff.compare_hooks import GUIDANCE, PERPLEXITY_BOUND, TEMPERATURE
 from protgen_jax.recipes.seqdiff.model import generate_tokens, progress_bar, sequence_nll
 from protgen_jax.recipes.seqdiff.recipe import SeqDiffRecipe
 from protgen_jax.sequence_eval import (
@@ -50,13 +52,6 @@ from protgen_jax.sequence_eval import (
     sample_quality,
 )
 
-PERPLEXITY_BOUND = {
-    "oadm": "exact-order likelihood, 1 order per sequence",
-    "d3pm": "variational bound (T terms)",
-    "relax": "embedding-diffusion bound",
-}
-
-
 # ------------------------------------------------------------------------------------ sample
 
 
@@ -65,9 +60,9 @@ COMMANDS = {
         Option("num", int, 100, "sequences to generate", low=1),
         Option("length", int, None, "length of every sequence (default: training lengths)", low=1),
         Option("family", str, None, "family label to condition on"),
-        Option("guidance", float, 1.0, "classifier-free scale (needs --family)", low=0),
+        GUIDANCE,
         Option("inpaint", str, None, "FASTA whose '#' positions are filled"),
-        Option("temperature", float, 1.0, "logit temperature (0 = greedy)", low=0),
+        TEMPERATURE,
     ),
     "evaluate": (
         Option("num", int, 100, "unconditional samples (0 = perplexities only)", low=0),
@@ -89,18 +84,6 @@ COMMANDS = {
         ),
     ),
 }
-
-
-def _family_label(run: LoadedRun, family: str | None) -> int:
-    names = run.data.family_names
-    if not family:
-        return -1
-    if not names:
-        raise DataError(f"--family {family!r}: this run was trained without family labels")
-    if family not in names:
-        shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
-        raise DataError(f"family {family!r} is not one of the run's {len(names)} families: {shown}")
-    return names.index(family)
 
 
 def _sample_lengths(run: LoadedRun, label: int, num: int, rng: np.random.Generator) -> np.ndarray:
@@ -148,7 +131,7 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
             "seconds": time.perf_counter() - started,
         }
     num, family = int(opts.num), opts.family
-    label = _family_label(run, family)
+    label = run.data.label_of(family)
     if guidance != 1.0 and label < 0:
         raise DataError(
             "--guidance needs --family (classifier-free guidance blends a family label)"
@@ -327,11 +310,15 @@ def _sampling_reports(
 
 
 class SeqDiff(SeqDiffRecipe):
-    """Sequence diffusion: training hooks (:class:`SeqDiffRecipe`) and the commands of this module."""
+    """Sequence diffusion: training hooks (:class:`SeqDiffRecipe`), the commands of this module and the
+    ``protgen compare`` hooks (:mod:`.compare_hooks`)."""
 
     commands = COMMANDS
     sample = staticmethod(sample)
     evaluate = staticmethod(evaluate)
+    generate_sequences = compare_hooks.generate_sequences
+    sequence_nll = compare_hooks.sequence_nll_hook
+    latent_interpolation = compare_hooks.latent_interpolation
 
 
 RECIPE = SeqDiff()

@@ -122,6 +122,21 @@ class PreparedData(NamedTuple):
         """The label vocabulary (label ``k`` is ``family_names[k]``; ``len`` is the null label)."""
         return self.sequences.family_names
 
+    def label_of(self, family: str | None) -> int:
+        """The label of ``family`` (-1 for None or ""); DataError when the run has no family labels
+        or not this family."""
+        names = self.family_names
+        if not family:
+            return -1
+        if not names:
+            raise DataError(f"--family {family!r}: this run was trained without family labels")
+        if family not in names:
+            shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+            raise DataError(
+                f"family {family!r} is not one of the run's {len(names)} families: {shown}"
+            )
+        return names.index(family)
+
     @property
     def train(self) -> SequenceSet:
         """The training sequences (``holdout`` False)."""
