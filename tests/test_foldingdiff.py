@@ -214,6 +214,20 @@ def test_train_sample_evaluate_end_to_end(cgdms, tmp_path):
     first, second = ((p / "sample_0002.pdb").read_text() for p in (out, tmp_path / "s2"))
     assert first == second  # the same root key draws the same backbones
 
+    guided = RECIPE.run_command(
+        "sample",
+        [run],
+        {"out": str(tmp_path / "s3"), "num": 3, "length": 33, "clash_guidance": 5.0,
+         "rg_guidance": 1.0, "guide_from": 0.5},
+    )  # fmt: skip
+    assert guided["guidance"]["clash_weight"] == 5.0 and guided["guidance"]["guide_from"] == 0.5
+    assert result["guidance"]["clash_weight"] == 0.0  # the default: unguided
+    third = (tmp_path / "s3" / "sample_0002.pdb").read_text()
+    assert third != first  # the same key, moved by the potentials
+    chain = load_chain(tmp_path / "s3" / "sample_0002.pdb", None, 1, 1000)
+    n_ca = np.linalg.norm(chain.backbone[:, 1] - chain.backbone[:, 0], axis=-1)
+    np.testing.assert_allclose(n_ca, BOND_LENGTHS["n_ca"], atol=2e-3)  # still ideal bonds
+
     report_path = tmp_path / "eval.json"
     report = RECIPE.run_command("evaluate", [run], {"out": str(report_path), "num": 3})
     saved = json.loads(report_path.read_text())
@@ -233,3 +247,8 @@ def test_sample_options_are_checked():
         RECIPE.options("sample", {"out": "o", "length": 2})
     with pytest.raises(DataError):
         RECIPE.options("sample", {"out": "o", "motif": "x"})
+    opts = RECIPE.options("evaluate", {"out": "o"})
+    assert opts.clash_guidance == 0.0 and opts.rg_guidance == 0.0 and opts.guide_from == 1.0
+    for bad in ({"clash_guidance": -1.0}, {"guide_from": 1.5}, {"guide_clip": 0.0}):
+        with pytest.raises(DataError):
+            RECIPE.options("evaluate", {"out": "o", **bad})

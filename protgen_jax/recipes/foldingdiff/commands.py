@@ -7,6 +7,13 @@ rebuilds N, CA, C by NeRF with ideal bond lengths
 (:func:`protgen_jax.structure.internal.backbone_from_internal`) and places the carbonyl O
 (:func:`protgen_jax.structure.atoms.with_oxygen`); shorter lengths are masked padding of one width.
 
+Guidance (``--clash-guidance W_C``, ``--rg-guidance W_RG``, both 0 by default: the unguided program):
+each reverse step's eps is pushed down the gradient of ``W_C E_clash + W_RG E_rg``
+(:mod:`protgen_jax.structure.potentials`) of the CA trace rebuilt from the model's clean estimate of the
+angles (:func:`protgen_jax.diffusion.torus.torus_energy_guidance`, which gives the equation), moving phi
+and psi only; ``--guide-from F`` guides the steps ``t <= F (T - 1)``, ``--guide-clip`` bounds each
+residue's shift of eps.
+
 ``protgen evaluate RUN --out eval.json`` draws ``num`` lengths uniform in [eval_min_length,
 eval_max_length], samples them, and measures samples, held-out natural chains of lengths in that range and
 the random-torsion floor (ideal bond lengths and angles, trans omega, phi and psi uniform: a random walk
@@ -35,7 +42,7 @@ import numpy as np
 
 from protgen_jax import keys
 from protgen_jax.atomic import save_json_atomic
-from protgen_jax.diffusion.torus import torus_ddpm_sample, wrap
+from protgen_jax.diffusion.torus import torus_ddpm_sample, torus_energy_guidance, wrap
 from protgen_jax.recipes.base import LoadedRun, OutputPlan
 from protgen_jax.recipes.foldingdiff.recipe import (
     MAX_LENGTH,
@@ -61,21 +68,34 @@ from protgen_jax.structure.geometry import (
     geometry_stats,
     plot_geometry,
 )
-from protgen_jax.structure.internal import backbone_from_internal, random_internal
+from protgen_jax.structure.internal import ANGLE_NAMES, backbone_from_internal, random_internal
 from protgen_jax.structure.pdb_io import write_backbone_pdb
+from protgen_jax.structure.potentials import CLASH_MARGIN, RG_EXPONENT, RG_PREFACTOR, angle_energy
 
 NOISE_SCALE = Option(
     "noise_scale", float, None, "per-step noise scale (default: the run's)", 0.0, 2.0
 )
+GUIDANCE = (
+    Option("clash_guidance", float, 0.0, "weight of the CA clash potential (0: off)", 0.0, 1e4),
+    Option(
+        "rg_guidance", float, 0.0, "weight of the radius-of-gyration potential (0: off)", 0.0, 1e4
+    ),
+    Option("guide_from", float, 1.0, "guide the steps t <= this fraction of T", 0.0, 1.0),
+    Option("guide_clip", float, 1.0, "per-residue bound on the guidance term of eps", 1e-6, 100.0),
+)
+GUIDED_ANGLES = ("phi", "psi")
+"""The angles guidance moves (bond angles and omega keep the model's values)."""
 COMMANDS = {
     "sample": (
         Option("num", int, 8, "number of backbones", low=1, high=100_000),
         Option("length", int, None, f"residues (default {SAMPLE_LENGTH})", MIN_LENGTH, MAX_LENGTH),
         NOISE_SCALE,
+        *GUIDANCE,
     ),
     "evaluate": (
         Option("num", int, None, "samples (default: the run's eval_num)", low=1, high=100_000),
         NOISE_SCALE,
+        *GUIDANCE,
     ),
 }
 
@@ -90,22 +110,53 @@ def _generate(key, fn, schedule, mask, offset, noise_scale):
 _generate_jit = jax.jit(_generate)
 
 
+def guidance_settings(opts: SimpleNamespace) -> dict[str, Any]:
+    """The guidance options of a command as a JSON-ready dict (all weights 0: unguided)."""
+    return {
+        "clash_weight": float(getattr(opts, "clash_guidance", 0.0) or 0.0),
+        "rg_weight": float(getattr(opts, "rg_guidance", 0.0) or 0.0),
+        "guide_from": float(getattr(opts, "guide_from", 1.0)),
+        "max_shift": float(getattr(opts, "guide_clip", 1.0)),
+        "clash_margin": CLASH_MARGIN,
+        "rg_target": f"{RG_PREFACTOR} * L^{RG_EXPONENT}",
+        "angles": list(GUIDED_ANGLES),
+    }
+
+
+def guided_denoiser(run: LoadedRun, schedule: Any, guidance: dict[str, Any] | None) -> Any:
+    """The run's EMA denoiser, wrapped by :func:`~protgen_jax.diffusion.torus.torus_energy_guidance`
+    with the structure potentials of :func:`~protgen_jax.structure.potentials.angle_energy` (on the
+    run's un-centred angles, differentiable in ``GUIDED_ANGLES`` only) when a weight is positive."""
+    fn = denoiser(run.model, run.params)
+    if guidance is None or (guidance["clash_weight"] <= 0 and guidance["rg_weight"] <= 0):
+        return fn
+    channels = np.isin(ANGLE_NAMES, GUIDED_ANGLES)
+    energy = angle_energy(
+        jnp.asarray(run.data.offset), guidance["clash_weight"], guidance["rg_weight"], channels
+    )
+    return torus_energy_guidance(
+        fn, energy, schedule, 1.0, guidance["guide_from"], guidance["max_shift"]
+    )
+
+
 def sample_backbones(
     key: jax.Array,
     run: LoadedRun,
     lengths: list[int],
     noise_scale: float,
     width: int | None = None,
+    guidance: dict[str, Any] | None = None,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
     """Backbones ``[L_i, 4, 3]`` (N, CA, C, O in Å) of the given lengths, in chunks of the run's
     ``sample_batch`` padded to ``width`` (default the longest length) so that every chunk is one
-    compiled program. Returns them and ``{"compile_seconds", "sampling_seconds"}`` (sampling: the
-    runs of the compiled program, all chunks)."""
+    compiled program; ``guidance`` (:func:`guidance_settings`) steers the sampler by the structure
+    potentials (:func:`guided_denoiser`). Returns them and ``{"compile_seconds", "sampling_seconds"}``
+    (sampling: the runs of the compiled program, all chunks)."""
     config: FoldingDiffConfig = run.config
     schedule = make_schedule(config)
     width = max(lengths) if width is None else width
     batch = min(config.sample_batch, len(lengths))
-    fn = denoiser(run.model, run.params)
+    fn = guided_denoiser(run, schedule, guidance)
     offset = jnp.asarray(run.data.offset)
     chunks = [lengths[i : i + batch] for i in range(0, len(lengths), batch)]
     masks = [np.arange(width)[None] < np.asarray(c + [c[-1]] * (batch - len(c)))[:, None]
@@ -135,8 +186,9 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
     noise_scale = _noise_scale(opts, run.config)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    guidance = guidance_settings(opts)
     samples, timing = sample_backbones(
-        keys.named(key, "backbones"), run, [length] * opts.num, noise_scale
+        keys.named(key, "backbones"), run, [length] * opts.num, noise_scale, None, guidance
     )
     for i, x in enumerate(samples):
         write_backbone_pdb(out / f"sample_{i:04d}.pdb", x)
@@ -146,6 +198,7 @@ def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, A
         "num": opts.num,
         "length": length,
         "noise_scale": noise_scale,
+        "guidance": guidance,
         "steps": run.config.timesteps,
         **timing,
         "geometry": geometry_report(chains)["samples"],
@@ -173,7 +226,10 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     if len(reference) < 2:
         reference = run.data.holdout.chains()  # too few in range: all held-out chains
     lengths = keys.numpy_rng(keys.named(key, "lengths")).integers(lo, hi + 1, num).tolist()
-    atoms, timing = sample_backbones(keys.named(key, "backbones"), run, lengths, noise_scale, hi)
+    guidance = guidance_settings(opts)
+    atoms, timing = sample_backbones(
+        keys.named(key, "backbones"), run, lengths, noise_scale, hi, guidance
+    )
     samples = [SimpleNamespace(backbone=x[:, :3], ca=x[:, 1], breaks=()) for x in atoms]
     rng = keys.numpy_rng(keys.named(key, "random_walks"))
     walk_atoms = [np.asarray(backbone_from_internal(random_internal(rng, n))) for n in lengths]
@@ -191,6 +247,7 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         "num_samples": num,
         "sample_lengths": [lo, hi],
         "sampler": f"wrapped ddpm T={config.timesteps}, noise scale {noise_scale}",
+        "guidance": guidance,
         "num_reference": len(reference),
         "reference_lengths": [
             int(min(len(c.ca) for c in reference)),
