@@ -1,5 +1,6 @@
 """Backbones: random rotations, zero-COM noise, sampling, derived atoms (O, virtual CB), internal
-coordinates and NeRF, PDB writing and geometry metrics (C-alpha and full backbone)."""
+coordinates and NeRF, guidance potentials (clashes, radius of gyration), PDB writing and geometry metrics
+(C-alpha and full backbone)."""
 
 from protgen_jax.structure.atoms import nerf_place, place_oxygen, virtual_cb, with_oxygen
 from protgen_jax.structure.backbone_geometry import backbone_report, backbone_stats
@@ -29,10 +30,14 @@ from protgen_jax.structure.internal import (
     random_internal,
 )
 from protgen_jax.structure.pdb_io import write_backbone_pdb, write_ca_pdb, write_trajectory_pdb
+from protgen_jax.structure.potentials import angle_energy, clash_energy, rg_energy
 from protgen_jax.structure.sampling import sample_backbones
 
 __all__ = [
     "ANGLE_NAMES",
+    "angle_energy",
+    "clash_energy",
+    "rg_energy",
     "backbone_from_internal",
     "backbone_report",
     "backbone_stats",
