@@ -207,6 +207,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         overrides.append(f"data={data}")
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
+    for flag in ("vae", "latent"):  # the run a latent / classifier run is built on
+        if getattr(args, flag, None):
+            overrides.append(f"{flag}={Path(getattr(args, flag)).resolve()}")
     if args.init:
         init = Path(args.init).resolve()
         if init == run.path.resolve():
@@ -385,13 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train (or resume) a model")
-    p.add_argument("model", help="vae | backbone | oadm | d3pm | relax | foldingdiff | design")
+    p.add_argument(
+        "model", help="vae | backbone | oadm | d3pm | relax | foldingdiff | design | cvae"
+    )
     p.add_argument("--data", help="training data (default: the family's registry dataset)")
     p.add_argument("--out", required=True, help="run folder (an existing one is resumed)")
     p.add_argument("--steps", type=int, help="total training steps")
     p.add_argument("--init", metavar="RUN", help="fine-tune: start from the weights of this run")
     p.add_argument("--config", help="a config JSON (e.g. from experiments/) to start from")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--vae", metavar="RUN", help="latent: the VAE run whose latent codes it models")
+    p.add_argument("--latent", metavar="RUN", help="classifier: the latent run it classifies")
     p.set_defaults(func=_cmd_train)
 
     for command, text in RUN_COMMANDS.items():

@@ -359,4 +359,28 @@ def plot_compare(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("classifier probability")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
+
+
+def plot_lines(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    hline: tuple[str, float] | None = None,
+    point_labels: dict[str, Sequence[str]] | None = None,
+) -> Path:
+    """Lines with markers, one per series ``{label: (x, y)}``; ``hline``: a labelled horizontal
+    reference line; ``point_labels``: per series a text beside each point (e.g. the guidance scale)."""
+    fig, ax = _subplots(figsize=(5.0, 3.8))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker="o", ms=4, label=label)
+        for xi, yi, text in zip(x, y, (point_labels or {}).get(label, ()), strict=False):
+            ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    if hline is not None:
+        ax.axhline(hline[1], color="0.5", ls="--", lw=1, label=hline[0])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     return _save(fig, path)

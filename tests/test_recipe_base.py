@@ -373,7 +373,9 @@ def test_help_lists_each_familys_options_and_shared_flags_agree_on_type(capsys):
     from protgen_jax.recipes import all_recipes
 
     recipes = all_recipes()
-    assert set(recipes) == {"vae", "backbone", "seqdiff", "design", "foldingdiff"}
+    assert set(recipes) == {
+        "vae", "backbone", "seqdiff", "design", "foldingdiff", "cvae", "latent", "classifier"
+    }  # fmt: skip
     for command in ("sample", "evaluate", "score", "design"):
         seen = {}
         for recipe in recipes.values():

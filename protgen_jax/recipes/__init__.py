@@ -22,6 +22,9 @@ MODELS: dict[str, str] = {
     "d3pm": "protgen_jax.recipes.seqdiff",
     "relax": "protgen_jax.recipes.seqdiff",
     "design": "protgen_jax.recipes.design",
+    "cvae": "protgen_jax.recipes.cvae",
+    "latent": "protgen_jax.recipes.latent",
+    "classifier": "protgen_jax.recipes.classifier",
 }
 
 
