@@ -359,6 +359,7 @@ def plot_compare(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("classifier probability")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def plot_lines(

@@ -12,7 +12,7 @@ import pytest
 from protgen_jax.alphabet import AMINO_ACIDS, K_AA
 from protgen_jax.baselines import KmerNaiveBayes
 from protgen_jax.cli import main
-from protgen_jax.compare.measure import classifier_probabilities, training_time
+from protgen_jax.compare.measure import classifier_probabilities, encode_samples, training_time
 from protgen_jax.compare.specs import parse_spec, parse_specs
 from protgen_jax.data.fasta import read_records, write_fasta
 from protgen_jax.data.sequences import holdout_mask, read_sequences
@@ -101,6 +101,17 @@ def test_classifier_probabilities_by_hand():
     assert p[1, 1] == pytest.approx(np.exp(t1) / (np.exp(t0) + np.exp(t1)))
     np.testing.assert_allclose(p.sum(1), 1.0)
     assert list(p.argmax(1)) == list(clf.predict(seqs))
+
+
+def test_empty_samples_are_counted_not_measured():
+    seqs, empty = encode_samples(["ACD", "", "W", ""], "rows")
+    assert empty == 2 and [s.tolist() for s in seqs] == [[0, 1, 2], [18]]
+    with pytest.raises(
+        DataError, match="rows: sequence 1 holds a non-standard letter|rows: sequence 1"
+    ):
+        encode_samples(["ACD", "AXC"], "rows")
+    with pytest.raises(DataError, match="all 2 sequences are empty"):
+        encode_samples(["", ""], "rows")
 
 
 def test_training_time_sums_the_calls_of_a_resumed_run(tmp_path):

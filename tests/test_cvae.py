@@ -297,6 +297,12 @@ def test_cli_train_sample_evaluate_and_api(cvae_run, tmp_path):
     seqs = RECIPE.generate_sequences(run, jax.random.key(1), 3, lengths=np.array([5, 5, 5]),
                                      family="PF00013", options={"temperature": 0.5})  # fmt: skip
     assert len(seqs) == 3 and all(set(s) <= set(alphabet.AMINO_ACIDS) for s in seqs)
+    none = np.zeros(0, np.int64)
+    assert (
+        RECIPE.generate_sequences(run, jax.random.key(1), 0, lengths=none, family="PF00013") == []
+    )
+    with pytest.raises(DataError, match="PF99999"):
+        RECIPE.generate_sequences(run, jax.random.key(1), 0, lengths=none, family="PF99999")
     with pytest.raises(DataError, match="no option 'guidance'"):
         RECIPE.generate_sequences(
             run, jax.random.key(1), 1, lengths=np.ones(1), options={"guidance": 2}

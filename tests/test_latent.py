@@ -290,6 +290,12 @@ def test_comparison_hooks(runs):
         options={"classifier": str(runs["clf"]), "classifier_scale": 2.0, "steps": 3},
     )  # fmt: skip
     assert len(seqs) == 5 and all(0 < len(s) <= 32 for s in seqs)
+    # num = 0 checks the spec (compare's validation call) and samples nothing
+    none = np.zeros(0, np.int64)
+    assert recipe.generate_sequences(run, jax.random.key(0), 0, lengths=none, family=family) == []
+    with pytest.raises(DataError, match="not a classifier run|classifier"):
+        recipe.generate_sequences(run, jax.random.key(0), 0, lengths=none,
+                                  options={"classifier": str(runs["latent"])})  # fmt: skip
     with pytest.raises(DataError, match="unknown: bogus"):
         recipe.generate_sequences(run, jax.random.key(0), 2, lengths=np.full(2, 9),
                                   options={"bogus": 1})  # fmt: skip

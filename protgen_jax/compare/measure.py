@@ -119,18 +119,23 @@ def build_reference(heldout_path: Path, train_path: Path) -> Reference:
     )
 
 
-def encode_samples(samples: list[str], what: str) -> list[np.ndarray]:
-    """Strings of the 20 standard letters -> token arrays (DataError naming ``what`` otherwise)."""
+def encode_samples(samples: list[str], what: str) -> tuple[list[np.ndarray], int]:
+    """Strings of the 20 standard letters -> (token arrays of the non-empty ones, number of empty
+    strings). A VAE row that ends at once decodes to "": it is counted, not measured. Any other letter is
+    a DataError naming ``what`` and the sequence."""
     out = []
     for i, text in enumerate(samples):
         try:
             tokens = encode(text)
         except DataError as err:
             raise DataError(f"{what}: sequence {i}: {err}") from None
-        if len(tokens) == 0 or np.any(tokens >= K_AA):
-            raise DataError(f"{what}: sequence {i} is empty or holds a non-standard letter")
-        out.append(tokens)
-    return out
+        if np.any(tokens >= K_AA):
+            raise DataError(f"{what}: sequence {i} holds a non-standard letter")
+        if len(tokens):
+            out.append(tokens)
+    if not out:
+        raise DataError(f"{what}: all {len(samples)} sequences are empty")
+    return out, len(samples) - len(out)
 
 
 def distribution_distances(seqs: list[np.ndarray], ref: Reference) -> dict[str, float]:

@@ -184,13 +184,13 @@ def _conditional(
             continue
         lengths = plan.family_lengths[name]
         samples = generate(keys.named(key, "conditional", name), len(lengths), lengths, name)
-        seqs = encode_samples(samples, f"conditional samples of {name}")
+        seqs, empty = encode_samples(samples, f"conditional samples of {name}")
         target = ref.vocabulary.index(name)
         p = classifier_probabilities(ref.classifier, seqs)
-        hit = p.argmax(-1) == target
+        hit = np.concatenate([p.argmax(-1) == target, np.zeros(empty, bool)])  # empty: a miss
         by_family[name] = float(hit.mean())
         hits.append(hit)
-        probs.append(p[:, target])
+        probs.append(np.concatenate([p[:, target], np.zeros(empty)]))
     return {
         "fraction_assigned": float(np.concatenate(hits).mean()),
         "mean_probability_of_requested": float(np.concatenate(probs).mean()),
@@ -215,9 +215,11 @@ def _interpolation(
     if paths is None:
         return {"family_a": a, "family_b": b, "reason": "no latent space"}
     ia, ib = ref.vocabulary.index(a), ref.vocabulary.index(b)
-    prob_a, prob_b, assigned_a, assigned_b = [], [], [], []
+    prob_a, prob_b, assigned_a, assigned_b, empty = [], [], [], [], []
     for i, point in enumerate(paths):
-        p = classifier_probabilities(ref.classifier, encode_samples(point, f"interpolation {i}"))
+        seqs, num_empty = encode_samples(point, f"interpolation {i}")
+        empty.append(num_empty)
+        p = classifier_probabilities(ref.classifier, seqs)
         prob_a.append(float(p[:, ia].mean()))
         prob_b.append(float(p[:, ib].mean()))
         assigned_a.append(float(np.mean(p.argmax(-1) == ia)))
@@ -226,7 +228,7 @@ def _interpolation(
         "family_a": a, "family_b": b, "steps": len(paths), "num_per_point": plan.per_family,
         "probability_a": prob_a, "probability_b": prob_b,
         "fraction_assigned_a": assigned_a, "fraction_assigned_b": assigned_b,
-        "sequences": [list(point[:2]) for point in paths],
+        "empty_per_point": empty, "sequences": [list(point[:2]) for point in paths],
     }  # fmt: skip
 
 
@@ -295,9 +297,9 @@ def _measure_row(
     if len(samples) != plan.num:
         raise DataError(f"{row['label']}: generate_sequences returned {len(samples)} of {plan.num}")
     row["speed"] = _speed(plan.num, len(warm), first, seconds, plan.lengths)
-    seqs = encode_samples(samples, f"{row['label']} samples")
+    seqs, empty = encode_samples(samples, f"{row['label']} samples")
     bar.set_postfix_str(f"{row['label']}: statistics")
-    row["samples"] = sequence_statistics(seqs, ref)
+    row["samples"] = {**sequence_statistics(seqs, ref), "num_empty": empty}
     row["examples"] = samples[:3]
     bar.set_postfix_str(f"{row['label']}: held-out likelihood")
     held = ref.heldout

@@ -406,6 +406,8 @@ class CVAE(CVAERecipe):
         temperature = float(options.get("temperature", 1.0))
         vae = vae_of(run)
         labels = np.full(num, family_label(vae, family), np.int32)
+        if num == 0:  # `protgen compare` checks a spec this way before sampling anything
+            return []
         props = None
         if vae.property_names:
             props = draw_properties(vae, labels, {}, keys.numpy_rng(keys.named(key, "props")))

@@ -552,7 +552,8 @@ class Latent(LatentRecipe):
         """``num`` sequences (``lengths`` ignored: the VAE's rows end at their END token; an empty
         row is drawn again, up to 5 rounds). ``options``: ``guidance``, ``classifier``,
         ``classifier_scale``, ``steps``, ``temperature``, ``unconditional`` (``mixture``, the
-        default, or ``null``; for ``family`` None)."""
+        default, or ``null``; for ``family`` None). Guidance applies to conditional samples only: with
+        ``family`` None, ``guidance`` and ``classifier`` are checked and then left unused."""
         del lengths
         options = dict(options or {})
         unknown = sorted(set(options) - set(GENERATE_OPTIONS))
@@ -564,8 +565,15 @@ class Latent(LatentRecipe):
         label = family_label(run, family)
         guidance = options.get("guidance")
         classifier = options.get("classifier")
-        _check_family_options(label, guidance, classifier)
         steps = _steps(run, SimpleNamespace(steps=options.get("steps")))
+        _choice(options, "unconditional", ("mixture", "null"))
+        if classifier is not None:
+            check_classifier(run.run.path, classifier)
+        if family is None:  # as the seqdiff hook: guidance steers conditional samples only
+            guidance = classifier = None
+        _check_family_options(label, guidance, classifier)
+        if num == 0:  # `protgen compare` checks a spec this way before sampling anything
+            return []
         out: list[str] = []
         with progress_bar(num, "latent samples", progress) as bar:
             for attempt in range(5):
