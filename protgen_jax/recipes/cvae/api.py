@@ -27,9 +27,11 @@ import numpy as np
 
 from protgen_jax.data.fixed_width import tokens_to_strings
 from protgen_jax.errors import DataError
-from protgen_jax.recipes.base import padded_map
+from protgen_jax.recipes.base import RunDir, padded_map
 from protgen_jax.recipes.cvae.model import CVAEModel
-from protgen_jax.recipes.cvae.recipe import CVAEConfig, PreparedCVAE, eval_rows
+from protgen_jax.recipes.cvae.recipe import CVAEConfig, CVAERecipe, PreparedCVAE, eval_rows
+
+_HOOKS = CVAERecipe()  # loading a run needs the training hooks only, not the commands
 
 __all__ = [
     "TrainedVAE",
@@ -79,13 +81,10 @@ def trained_vae(
 
 def load_vae(run_dir: str | Path) -> TrainedVAE:
     """Load a ``cvae`` run folder (DataError when it is not one)."""
-    from protgen_jax.recipes.base import RunDir
-    from protgen_jax.recipes.cvae.commands import RECIPE
-
     recipe = RunDir(run_dir).read_info().get("recipe")
     if recipe != "cvae":
         raise DataError(f"{run_dir}: a {recipe!r} run, not a fixed-width VAE ('cvae') run")
-    run = RECIPE.load_run(run_dir)
+    run = _HOOKS.load_run(run_dir)
     return trained_vae(run.config, run.data, run.model, run.params)
 
 
@@ -180,12 +179,9 @@ def _arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     vae = run if isinstance(run, TrainedVAE) else None
     if vae is None:
-        from protgen_jax.recipes.base import RunDir
-        from protgen_jax.recipes.cvae.commands import RECIPE
-
         directory = RunDir(run)
-        config = RECIPE.read_config(directory.config)
-        data = RECIPE.load_data(directory)
+        config = _HOOKS.read_config(directory.config)
+        data = _HOOKS.load_data(directory)
         width = config.width
     else:
         data, width = vae.data, vae.width

@@ -32,11 +32,18 @@ import numpy as np
 
 from protgen_jax import keys
 from protgen_jax.alphabet import AMINO_ACIDS
+from protgen_jax.alphabet import encode as encode_letters
 from protgen_jax.atomic import save_json_atomic
 from protgen_jax.baselines import KmerNaiveBayes, UnigramBaseline
 from protgen_jax.data import resolve
 from protgen_jax.data.fasta import write_fasta
-from protgen_jax.data.fixed_width import END, cut_at_end, encode_many, tokens_to_strings
+from protgen_jax.data.fixed_width import (
+    END,
+    cut_at_end,
+    encode_many,
+    reconstruction_mask,
+    tokens_to_strings,
+)
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import kmer_counts, read_composition_csv, spearman
 from protgen_jax.properties import BUILTIN, builtin_properties
@@ -47,6 +54,7 @@ from protgen_jax.recipes.cvae.api import (
     encode,
     sample_tokens,
     trained_vae,
+    training_arrays,
     zscore,
 )
 from protgen_jax.recipes.cvae.recipe import CVAERecipe
@@ -184,8 +192,6 @@ def mean_neg_elbo(
     """Per-row negative ELBO ``[N]`` (nats) averaged over ``draws`` posterior draws of ``z``:
     ``-(1/M) sum_m sum_l m_l log p(x_l | z_m, c) + KL(q(z | x) || N(0, I))`` (mask ``m``: positions
     up to the first END)."""
-    from protgen_jax.data.fixed_width import reconstruction_mask
-
     mu, logvar = encode(vae, rows)
     kl = np.asarray(gaussian_kl(mu, logvar))
     mask = np.asarray(reconstruction_mask(rows))
@@ -419,8 +425,6 @@ class CVAE(CVAERecipe):
     ) -> tuple[float, str] | None:  # fmt: skip
         """Negative ELBO per residue (upper bound) of the first ``W`` residues of each sequence, with
         its family label where the run knows it (else null)."""
-        from protgen_jax.alphabet import encode as encode_letters
-
         vae = vae_of(run)
         seqs = []
         for s in sequences:
@@ -452,8 +456,6 @@ class CVAE(CVAERecipe):
         for name in (family_a, family_b):
             if name not in vae.family_names:
                 raise DataError(f"family {name!r} is not one of the run's families")
-        from protgen_jax.recipes.cvae.api import training_arrays
-
         tokens, fam, _, _ = training_arrays(vae)
         centres = []
         for name in (family_a, family_b):
