@@ -36,7 +36,7 @@ def bench_sampling(config, model, params, batch: int, length: int, T: int) -> No
     shape = (batch, length, 3)
     mask = jnp.ones(shape[:2], bool)
     cond = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape[:2])
-    kw = dict(mask=mask, cond=cond, noise_transform=noise)
+    kw = dict(mask=mask, cond=cond, noise_transform=noise, self_condition=config.self_condition)
     calls = [
         ("ddpm", T, lambda: dif.ddpm_sample(keys.named(ROOT, "ddpm"), fn, schedule, shape, **kw)),
         (

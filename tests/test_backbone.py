@@ -37,6 +37,7 @@ B, REAL = 2, 12
 
 # Tiny network and schedule: every test that trains or samples compiles in seconds.
 TINY = dict(
+    extra_data="",
     num_layers=1,
     num_heads=2,
     model_dim=16,
@@ -170,6 +171,26 @@ def test_denoiser_is_rotation_equivariant_translation_invariant_not_mirror_symme
     mirror = np.diag([-1.0, 1.0, 1.0]).astype(np.float32)
     mirrored = np.asarray(apply(params, x @ mirror, t), np.float64)
     assert np.abs(mirrored - ref @ mirror).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_self_conditioned_denoiser_reads_the_estimate_and_stays_equivariant():
+    model = BackboneDenoiser(num_layers=1, num_heads=2, model_dim=16, pair_dim=8, num_rbf=8,
+                             output_heads=4, self_condition=True)  # fmt: skip
+    x, estimate = _trace(4), _trace(5)
+    t = jnp.array([3, 700])
+    params = _random_params(model, jnp.asarray(x), t)
+    assert "pair_self_cond" in params["params"]
+    level = jnp.asarray(_cosine_sqrt_snr()[np.asarray(t)])
+    apply = jax.jit(lambda x, sc: model.apply(params, x, t, noise_level=level, self_cond=sc))
+    ref = np.asarray(apply(x, estimate), np.float64)
+    # The estimate matters, and None means zeros.
+    assert np.abs(ref - np.asarray(apply(x, np.zeros_like(x)))).max() > 1e-2 * np.abs(ref).max()
+    none = model.apply(params, x, t, noise_level=level)
+    np.testing.assert_allclose(none, apply(x, np.zeros_like(x)), rtol=1e-5, atol=1e-5)
+    # Rotating the input and the estimate together rotates the output.
+    rot = random_rotation_np(np.random.default_rng(6), 1)[0].astype(np.float32)
+    rotated = np.asarray(apply(x @ rot.T, estimate @ rot.T), np.float64)
+    np.testing.assert_allclose(rotated, ref @ rot.T, atol=1e-4 * np.abs(ref).max())
 
 
 def test_denoiser_uses_time_and_chain_positions(denoiser):
@@ -336,13 +357,36 @@ def test_train_writes_the_run_folder_and_resumes(run_dir):
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(loaded.params))
 
 
+def test_extra_data_is_pooled_and_a_manifest_folder_keeps_its_own_split(
+    chain_folder, shared_data, tmp_path
+):
+    # A cgdms-like second folder: three real cgdms chains and a manifest holding one of them out.
+    extra = tmp_path / "cgdms" / "pdb"
+    extra.mkdir(parents=True)
+    rows = ["name,split"]
+    names = sorted(p.stem for p in (shared_data / "structures_cgdms" / "pdb").glob("*.pdb"))[:3]
+    for i, name in enumerate(names):
+        shutil.copy(shared_data / "structures_cgdms" / "pdb" / f"{name}.pdb", extra)
+        rows.append(f"{name},{'val' if i == 0 else 'train'}")
+    (extra.parent / "manifest.csv").write_text("\n".join(rows) + "\n")
+    config = _tiny(chain_folder, extra_data=str(extra), min_length=20, max_length=128,
+                   buckets=(64, 128))  # fmt: skip
+    data = bb.RECIPE.prepare(config, progress=False)
+    assert data.folders == [str(chain_folder), str(extra)]
+    held = set(data.holdout.names.tolist())
+    trained = set(data.train.names.tolist())
+    # holdout_fraction 0 holds nothing of the first folder; the manifest holds out exactly names[0].
+    assert {n.rsplit("_", 1)[0] for n in held} | held >= {names[0]} and len(held) == 1
+    assert len(trained) == 5 + 2 and not held & trained
+
+
 def test_data_round_trips_and_device_batches_draw_rows_of_their_bucket_only(chain_folder, tmp_path):
     # Lengths 40, 42 fall in bucket 44; 45, 48, 50 in bucket 64.
     config = _tiny(chain_folder, buckets=(44, 64), batch_tokens=176)
     data = bb.RECIPE.prepare(config, progress=False)
     bb.RECIPE.save_data(RunDir(tmp_path), data)
     loaded = bb.RECIPE.load_data(RunDir(tmp_path))
-    assert loaded.folder == data.folder and loaded.skipped == data.skipped
+    assert loaded.folders == data.folders and loaded.skipped == data.skipped
     for split in ("train", "holdout"):
         for field in ChainSet.FIELDS:
             np.testing.assert_array_equal(
@@ -427,6 +471,18 @@ def test_experiment_config_trains_one_step(chain_folder, tmp_path):
     )  # fmt: skip
     summary = bb.RECIPE.train(config, tmp_path, progress=False)
     assert summary["steps"] == 1 and np.isfinite(summary["last_train"]["loss"])
+
+
+def test_self_conditioned_x0_term_run_trains_samples_and_evaluates(chain_folder, tmp_path):
+    config = _tiny(chain_folder, steps=2, self_condition=True, x0_loss_weight=1.0, eval_every=2)
+    summary = bb.RECIPE.train(config, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2 and np.isfinite(summary["last_train"]["loss"])
+    loaded = bb.RECIPE.load_run(tmp_path / "run")
+    assert loaded.model.self_condition and "pair_self_cond" in loaded.params["params"]
+    out = tmp_path / "eval.json"
+    report = _evaluate(tmp_path / "run", out=str(out), num=2, data=str(chain_folder))
+    assert np.isfinite(report["heldout_bound"]["bits_per_coordinate"])
+    assert all(np.isfinite(report["model"][k]) for k in ("bond_fraction", "rg_mean"))
 
 
 def test_sample_writes_pdbs_of_the_requested_length(run_dir, tmp_path):

@@ -12,7 +12,7 @@ from protgen_jax.recipes.backbone import commands
 
 TINY = dict(
     num_layers=1, num_heads=2, model_dim=16, mlp_ratio=2.0, pair_dim=8, num_rbf=8, output_heads=2,
-    timesteps=10, buckets=(64,), max_length=64, batch_tokens=128, holdout_fraction=0.0,
+    extra_data="", timesteps=10, buckets=(64,), max_length=64, batch_tokens=128, holdout_fraction=0.0,
     log_every=1, eval_every=1, checkpoint_every=1, sample_batch=4, eval_num=2,
     eval_min_length=20, eval_max_length=30, devices=1, steps=1,
 )  # fmt: skip

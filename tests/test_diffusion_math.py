@@ -143,3 +143,45 @@ def test_q_sample_vmap_equals_batched():
     single = jax.vmap(lambda x, tt, n: dif.q_sample(s, x[None], tt[None], n[None])[0])(x0, t, noise)
     np.testing.assert_allclose(single, batched, rtol=1e-6)
     np.testing.assert_allclose(jax.jit(dif.q_sample)(s, x0, t, noise), batched, rtol=1e-6)
+
+
+def test_self_conditioned_loss_feeds_the_stopped_first_estimate_back():
+    s = dif.linear_schedule(100)
+    x0 = jax.random.normal(jax.random.key(0), (6, 2))
+    key = jax.random.key(1)
+
+    def net(x_t, t, mask, cond, self_cond=None):
+        # First pass (zeros): x0 + 1. Second pass: the estimate it is given - 1, i.e. x0 exactly.
+        first = jnp.all(self_cond == 0)
+        return dif.eps_from_x0(s, x_t, t, jnp.where(first, x0 + 1.0, self_cond - 1.0))
+
+    np.testing.assert_allclose(
+        dif.diffusion_loss(key, net, s, x0, self_condition=1.0), 0.0, atol=1e-5
+    )
+    # Never self-conditioned: every batch is a first pass, off by 1 in x0.
+    assert bool(jnp.all(dif.diffusion_loss(key, net, s, x0, self_condition=1e-9) > 1e-3))
+    # The two-pass wrapper for one-off calls gives the second pass as well.
+    t = jnp.arange(6) * 10
+    x_t = dif.q_sample(s, x0, t, jnp.ones_like(x0))
+    np.testing.assert_allclose(dif.self_conditioned(net, s)(x_t, t), jnp.ones_like(x0), atol=1e-4)
+
+
+def test_x0_term_adds_the_weighted_x0_error_below_its_cutoff():
+    s = dif.linear_schedule(100)
+    x0 = jax.random.normal(jax.random.key(0), (64, 2))
+    key = jax.random.key(1)
+
+    def net(x_t, t, mask, cond):
+        return 0.5 * x_t
+
+    base = dif.diffusion_loss(key, net, s, x0)
+    # Recompute t and the noise as diffusion_loss draws them.
+    t_key, n_key = jax.random.split(key)
+    t = jax.random.randint(t_key, (64,), 0, 100)
+    noise = dif.standard_normal(n_key, x0.shape)
+    x_t = dif.q_sample(s, x0, t, noise)
+    x0_err = dif.noise_mse(dif.x0_from_eps(s, x_t, t, 0.5 * x_t), x0)
+    with_term = dif.diffusion_loss(key, net, s, x0, x0_weight=3.0, x0_max_t=40)
+    expected = base + 3.0 * (t < 40) * x0_err
+    assert 0 < int(jnp.sum(t < 40)) < 64
+    np.testing.assert_allclose(with_term, expected, rtol=1e-5)

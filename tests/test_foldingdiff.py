@@ -19,7 +19,8 @@ from protgen_jax.diffusion.torus import (
 from protgen_jax.errors import DataError
 from protgen_jax.nn.angles import AngleDenoiser
 from protgen_jax.recipes import recipe_for_model
-from protgen_jax.recipes.foldingdiff import RECIPE, manifest_holdout
+from protgen_jax.recipes.foldingdiff import RECIPE
+from protgen_jax.recipes.structure_split import manifest_holdout
 from protgen_jax.structure.backbone_geometry import backbone_report, phi_psi_sse, rama_region
 from protgen_jax.structure.geometry import kabsch_rmsd
 from protgen_jax.structure.internal import (

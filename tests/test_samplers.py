@@ -187,3 +187,23 @@ def test_standard_normal_is_jax_random_normal(shape):
         got = dif.standard_normal(key, shape)
         assert got.shape == want.shape and got.dtype == jnp.float32
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _estimate_plus(schedule, step, x_t, t, mask, cond, self_cond=None):
+    """A self-conditioned 'network' whose x0 estimate is the one it is given plus ``step``."""
+    return dif.eps_from_x0(schedule, x_t, t, self_cond + step)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_self_conditioning_feeds_each_step_the_previous_estimate(sampler):
+    # Each step's x0_hat is the previous one + 0.25, starting from zeros, and the last step returns its
+    # x0_hat: the output is (number of steps) * 0.25. Feeding zeros every time would give 0.25.
+    schedule = dif.linear_schedule(10)
+    fn = Partial(_estimate_plus, schedule, 0.25)
+    if sampler == "ddpm":
+        x = dif.ddpm_sample(jax.random.key(0), fn, schedule, (3, 2), self_condition=True)
+        steps = 10
+    else:
+        x = dif.ddim_sample(jax.random.key(0), fn, schedule, (3, 2), 4, self_condition=True)
+        steps = 4
+    np.testing.assert_allclose(x, steps * 0.25, atol=1e-4)

@@ -25,6 +25,7 @@ from protgen_jax.diffusion.losses import (
     diffusion_loss,
     noise_mse,
     normal_kl,
+    self_conditioned,
     standard_normal,
     variational_bound,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "regression_target",
     "schedule_from_betas",
     "score_from_eps",
+    "self_conditioned",
     "sqrt_snr",
     "standard_normal",
     "to_x0_eps",

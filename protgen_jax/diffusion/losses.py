@@ -7,6 +7,7 @@ module: ``jax.tree_util.Partial(model.apply, params)``). Lecture: section 7 (``L
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -14,8 +15,10 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 from protgen_jax.diffusion.forward import (
+    PREDICTIONS,
     extract,
     q_posterior,
     q_sample,
@@ -83,15 +86,31 @@ def diffusion_loss(
     cond: Any = None,
     prediction: str = "eps",
     noise_transform: NoiseTransform | None = None,
+    *,
+    self_condition: float = 0.0,
+    x0_weight: float = 0.0,
+    x0_max_t: int = 0,
 ) -> jax.Array:
     """The denoising objective on a batch: draw ``t ~ U{0..T-1}`` and noise, regress the target.
 
     Steps (lecture, section 7): ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps``; loss ``= ||target -
     denoise_fn(x_t, t)||^2`` averaged over unmasked elements, with target ``eps``, ``x0`` or ``v``.
 
+    Self-conditioning (Chen et al. 2022, "Analog Bits"; used by RFdiffusion and Genie): with probability
+    ``self_condition`` per batch, a first pass ``x0_1 = stop_gradient(x0_hat(denoise_fn(x_t, t,
+    self_cond=0)))`` is fed back, ``pred = denoise_fn(x_t, t, self_cond=x0_1)``; otherwise ``self_cond =
+    0``. The network then learns both to start from nothing and to refine an estimate, which is what the
+    sampler gives it (:func:`~protgen_jax.diffusion.ddpm_sample`'s ``self_condition``).
+
+    x0-space term (FrameDiff's auxiliary losses at low noise): ``+ x0_weight * [t < x0_max_t] *
+    ||x0_hat - x0||^2`` (masked mean), with ``x0_hat`` derived from the prediction. For eps-prediction it
+    equals ``(1 - ab_t) / ab_t * ||eps_hat - eps||^2``, so it adds weight where the noise is moderate and
+    little at the very last steps.
+
     Args:
       key: PRNG key.
-      denoise_fn: ``(x_t, t, mask, cond) -> prediction``.
+      denoise_fn: ``(x_t, t, mask, cond) -> prediction``; with ``self_condition > 0`` it must also take
+        the keyword ``self_cond`` (``[*x0.shape]``).
       schedule: noise schedule.
       x0: ``[B, ...]`` clean data (padding already zeroed).
       mask: optional ``[B, L]``.
@@ -99,6 +118,9 @@ def diffusion_loss(
       prediction: ``"eps"``, ``"x0"`` or ``"v"``.
       noise_transform: optional ``(noise, mask) -> noise`` (e.g. remove the masked centre of mass so the
         model never sees translations); the target is the transformed noise.
+      self_condition: probability in ``[0, 1]`` of the self-conditioned pass (a Python float; 0 = off and
+        ``denoise_fn`` is called without ``self_cond``).
+      x0_weight, x0_max_t: the x0-space term (off when ``x0_weight == 0``).
 
     Returns:
       ``[B]`` losses.
@@ -110,8 +132,47 @@ def diffusion_loss(
         noise = noise_transform(noise, mask)
     noise = noise * _element_mask(mask, x0)
     x_t = q_sample(schedule, x0, t, noise)
-    pred = denoise_fn(x_t, t, mask, cond)
-    return noise_mse(pred, regression_target(schedule, x0, t, noise, prediction), mask)
+    if self_condition > 0:
+        zeros = jnp.zeros_like(x_t)
+
+        def first_pass(_):
+            first = denoise_fn(x_t, t, mask, cond, self_cond=zeros)
+            return jax.lax.stop_gradient(to_x0_eps(schedule, x_t, t, first, prediction)[0])
+
+        use = jax.random.bernoulli(jax.random.fold_in(key, 1), self_condition)
+        estimate = jax.lax.cond(use, first_pass, lambda _: zeros, None)
+        pred = denoise_fn(x_t, t, mask, cond, self_cond=estimate)
+    else:
+        pred = denoise_fn(x_t, t, mask, cond)
+    loss = noise_mse(pred, regression_target(schedule, x0, t, noise, prediction), mask)
+    if x0_weight > 0:
+        x0_hat, _ = to_x0_eps(schedule, x_t, t, pred, prediction)
+        low = (t < x0_max_t).astype(jnp.float32)
+        loss = loss + x0_weight * low * noise_mse(x0_hat, x0, mask)
+    return loss
+
+
+def _two_pass(denoise_fn, schedule, x_t, t, mask=None, cond=None, *, prediction):
+    first = denoise_fn(x_t, t, mask, cond, self_cond=jnp.zeros_like(x_t))
+    x0_hat, _ = to_x0_eps(schedule, x_t, t, first, prediction)
+    return denoise_fn(x_t, t, mask, cond, self_cond=x0_hat)
+
+
+_TWO_PASS = {kind: functools.partial(_two_pass, prediction=kind) for kind in PREDICTIONS}
+
+
+def self_conditioned(denoise_fn: DenoiseFn, schedule: Schedule, prediction: str = "eps") -> Partial:
+    """A self-conditioned network as an ordinary ``denoise_fn(x_t, t, mask, cond)`` for one-off calls
+    (held-out losses, the variational bound): ``denoise_fn(x_t, t, self_cond=x0_hat(denoise_fn(x_t, t,
+    self_cond=0)))``, the two passes of training. Samplers carry the previous step's estimate instead.
+
+    Returns:
+      A ``Partial`` (params and schedule are its leaves: no recompiles for new params).
+    """
+    if prediction not in _TWO_PASS:
+        raise ValueError(f"unknown prediction kind {prediction!r}; expected one of {PREDICTIONS}")
+    fn = denoise_fn if isinstance(denoise_fn, Partial) else Partial(denoise_fn)
+    return Partial(_TWO_PASS[prediction], fn, schedule)
 
 
 def normal_kl(

@@ -83,11 +83,26 @@ def _scan_with_trajectory(step, x, inputs, stride, unroll):
     return jax.lax.scan(outer, x, chunks)
 
 
-_STATIC = ("shape", "prediction", "variance", "clip_x0", "trajectory_stride", "unroll")
+_STATIC = ("shape", "prediction", "variance", "clip_x0", "trajectory_stride", "unroll",
+           "self_condition")  # fmt: skip
+
+
+def _predict(denoise_fn, x, tb, mask, cond, estimate, self_condition):
+    """The network's prediction; a self-conditioned network also gets the previous ``x0_hat``."""
+    if self_condition:
+        return denoise_fn(x, tb, mask, cond, self_cond=estimate)
+    return denoise_fn(x, tb, mask, cond)
+
+
+def _run(step, x, inputs, trajectory_stride, unroll, self_condition):
+    """Scan ``step`` over ``inputs`` with carry ``(x, x0_hat of the previous step or None)``."""
+    estimate = jnp.zeros_like(x) if self_condition else None
+    (x, _), traj = _scan_with_trajectory(step, (x, estimate), inputs, trajectory_stride, unroll)
+    return x, None if traj is None else traj[0]
 
 
 def _ddpm(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transform, noise_scale, *,
-          shape, prediction, variance, clip_x0, trajectory_stride, unroll):  # fmt: skip
+          shape, prediction, variance, clip_x0, trajectory_stride, unroll, self_condition):  # fmt: skip
     weights = _element_mask(mask, jnp.zeros(shape))
     T = schedule.num_steps
     init_key, start_key, loop_key = jax.random.split(key, 3)
@@ -96,11 +111,13 @@ def _ddpm(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transf
         schedule, x, T - 1, known, known_mask, start_key, noise_transform, mask, weights
     )
 
-    def step(x, inputs):
+    def step(carry, inputs):
+        x, estimate = carry
         t, k = inputs
         noise_key, known_key = jax.random.split(k)
         tb = jnp.full((shape[0],), t)
-        x0_hat, _ = to_x0_eps(schedule, x, tb, denoise_fn(x, tb, mask, cond), prediction)
+        out = _predict(denoise_fn, x, tb, mask, cond, estimate, self_condition)
+        x0_hat, _ = to_x0_eps(schedule, x, tb, out, prediction)
         if clip_x0 is not None:
             x0_hat = jnp.clip(x0_hat, -clip_x0, clip_x0)
         mean, _, _ = q_posterior(schedule, x0_hat, x, tb)
@@ -110,12 +127,11 @@ def _ddpm(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transf
         x = _replace_known(
             schedule, x, t - 1, known, known_mask, known_key, noise_transform, mask, weights
         )
-        return x, None
+        return (x, x0_hat if self_condition else None), None
 
     ts = jnp.arange(T - 1, -1, -1)
-    return _scan_with_trajectory(
-        step, x, (ts, jax.random.split(loop_key, T)), trajectory_stride, unroll
-    )
+    inputs = (ts, jax.random.split(loop_key, T))
+    return _run(step, x, inputs, trajectory_stride, unroll, self_condition)
 
 
 _ddpm_jit = jax.jit(_ddpm, static_argnames=_STATIC)
@@ -138,6 +154,7 @@ def ddpm_sample(
     noise_transform: NoiseTransform | None = None,
     noise_scale: float = 1.0,
     unroll: int = 1,
+    self_condition: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Ancestral sampling ``x_{T-1} -> ... -> x_0 -> data`` (Ho et al. 2020, Algorithm 2).
 
@@ -166,6 +183,9 @@ def ddpm_sample(
         above; values below 1 ("reduced noise", as in RFdiffusion / Genie / Chroma's low temperature) trade
         diversity for samples nearer the modes. A traced scalar: changing it does not recompile.
       unroll: ``lax.scan`` unroll factor.
+      self_condition: call ``denoise_fn(..., self_cond=x0_hat)`` with the previous step's (clipped)
+        ``x0_hat`` (zeros at the first step), for networks trained with
+        :func:`~protgen_jax.diffusion.diffusion_loss`'s ``self_condition``; static.
 
     Returns:
       Samples ``[*shape]``, or ``(samples, trajectory)`` when ``trajectory_stride > 0``.
@@ -178,7 +198,7 @@ def ddpm_sample(
         None if known_mask is None else jnp.broadcast_to(known_mask, shape),
         as_partial(noise_transform), jnp.asarray(noise_scale, jnp.float32), shape=tuple(shape),
         prediction=prediction, variance=variance, clip_x0=clip_x0,
-        trajectory_stride=trajectory_stride, unroll=unroll,
+        trajectory_stride=trajectory_stride, unroll=unroll, self_condition=self_condition,
     )  # fmt: skip
     return x if traj is None else (x, traj)
 
@@ -192,7 +212,7 @@ def ddim_timesteps(T: int, num_steps: int) -> np.ndarray:
 
 
 def _ddim(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transform, eta, *, shape,
-          prediction, num_steps, clip_x0, trajectory_stride, unroll):  # fmt: skip
+          prediction, num_steps, clip_x0, trajectory_stride, unroll, self_condition):  # fmt: skip
     weights = _element_mask(mask, jnp.zeros(shape))
     ts = ddim_timesteps(schedule.num_steps, num_steps)
     prev = np.concatenate([ts[1:], [-1]]).astype(np.int32)
@@ -203,11 +223,13 @@ def _ddim(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transf
     )
     nd = len(shape)
 
-    def step(x, inputs):
+    def step(carry, inputs):
+        x, estimate = carry
         t, t_prev, k = inputs
         noise_key, known_key = jax.random.split(k)
         tb = jnp.full((shape[0],), t)
-        x0_hat, eps = to_x0_eps(schedule, x, tb, denoise_fn(x, tb, mask, cond), prediction)
+        out = _predict(denoise_fn, x, tb, mask, cond, estimate, self_condition)
+        x0_hat, eps = to_x0_eps(schedule, x, tb, out, prediction)
         if clip_x0 is not None:
             x0_hat = jnp.clip(x0_hat, -clip_x0, clip_x0)
             eps = (x - extract(schedule.sqrt_alpha_bars, tb, nd) * x0_hat) / extract(
@@ -222,10 +244,10 @@ def _ddim(key, denoise_fn, schedule, mask, cond, known, known_mask, noise_transf
         x = _replace_known(
             schedule, x, t_prev, known, known_mask, known_key, noise_transform, mask, weights
         )
-        return x, None
+        return (x, x0_hat if self_condition else None), None
 
     inputs = (jnp.asarray(ts), jnp.asarray(prev), jax.random.split(loop_key, len(ts)))
-    return _scan_with_trajectory(step, x, inputs, trajectory_stride, unroll)
+    return _run(step, x, inputs, trajectory_stride, unroll, self_condition)
 
 
 _ddim_jit = jax.jit(_ddim, static_argnames=_STATIC[:2] + ("num_steps",) + _STATIC[3:])
@@ -248,6 +270,7 @@ def ddim_sample(
     known_mask: jax.Array | None = None,
     noise_transform: NoiseTransform | None = None,
     unroll: int = 1,
+    self_condition: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """DDIM sampling over a subsequence of ``num_steps`` timesteps (Song et al. 2021, eq. 12).
 
@@ -262,5 +285,6 @@ def ddim_sample(
         None if known_mask is None else jnp.broadcast_to(known_mask, shape),
         as_partial(noise_transform), jnp.float32(eta), shape=tuple(shape), prediction=prediction,
         num_steps=num_steps, clip_x0=clip_x0, trajectory_stride=trajectory_stride, unroll=unroll,
+        self_condition=self_condition,
     )  # fmt: skip
     return x if traj is None else (x, traj)

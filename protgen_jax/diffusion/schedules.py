@@ -126,14 +126,17 @@ def _apply_with_noise_level(
     t: jax.Array,
     mask: jax.Array | None = None,
     cond: Any = None,
+    **kwargs: Any,
 ) -> jax.Array:
-    return apply_fn(x_t, t, mask, cond, noise_level=table[t])
+    return apply_fn(x_t, t, mask, cond, noise_level=table[t], **kwargs)
 
 
 def with_noise_level(apply_fn: Callable[..., jax.Array], schedule: Schedule) -> Partial:
     """Turn a network that takes its noise level as an input into a ``denoise_fn(x_t, t, mask, cond)``.
 
         denoise_fn(x_t, t, mask, cond) = apply_fn(x_t, t, mask, cond, noise_level=sqrt_snr(schedule)[t])
+
+    (other keywords, such as ``self_cond``, are passed through)
 
     with ``t [B]`` integer timesteps, so ``noise_level [B]`` float32 is ``sqrt(alpha_bar_t / (1 -
     alpha_bar_t))``. The schedule is the loss's or sampler's business; the network only sees the level.

@@ -15,6 +15,11 @@ construction (rotating `x_t` rotates the prediction; translating it changes noth
              g = Dense_H'(h),  w = Dense_2K(h) + s_t Dense_2K([h, f])                  [B, L, 3]
     eps    <- eps - masked mean(eps)                                                  (zero centre of mass)
 
+Self-conditioning (`self_condition=True`; Chen et al. 2022, as in RFdiffusion and Genie): the previous
+estimate x0_sc [B, L, 3] (zeros when there is none) enters through the same invariants, RBF(|x0_sc,i -
+x0_sc,j|) added to z_ij and `local_geometry_features(x0_sc)` appended to f_i, so the network still sees
+only invariants and stays equivariant.
+
 `p` are chain positions (`cond`, default `arange(L)`): the relative-position embedding (clipped at
 `max_relative_position`) tells bonded neighbours apart from residues across a chain break. The virtual
 dihedrals change sign under a mirror reflection, so the network can prefer right-handed helices, which a
@@ -171,6 +176,7 @@ class BackboneDenoiser(nn.Module):
       output_heads: heads `H'` of the equivariant output attention.
       local_neighbours: K of the local output term (0 = none).
       coord_scale: Å per model unit (the data's `COORD_SCALE`); features are computed in Å.
+      self_condition: take the previous x0 estimate (`self_cond`) as an input.
       dtype, param_dtype: compute and parameter dtypes (geometry and the output stay float32).
     """
 
@@ -185,6 +191,7 @@ class BackboneDenoiser(nn.Module):
     output_heads: int = 16
     local_neighbours: int = 3
     coord_scale: float = 10.0
+    self_condition: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -197,6 +204,7 @@ class BackboneDenoiser(nn.Module):
         cond: jax.Array | None = None,
         *,
         noise_level: jax.Array | None = None,
+        self_cond: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """Predict the noise eps in x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps.
@@ -208,6 +216,8 @@ class BackboneDenoiser(nn.Module):
           cond: [B, L] int chain positions p (None = arange(L)); only differences matter.
           noise_level: [B] float s_t = sqrt(ab_t / (1 - ab_t)) of the schedule at `t`, the factor of the
             local x0 term (None = ones); `protgen_jax.diffusion.with_noise_level` supplies it.
+          self_cond: [B, L, 3] previous x0 estimate in model units (None = zeros); used only when
+            `self_condition` (the samplers' and `diffusion_loss`'s `self_condition` supply it).
           deterministic: disables dropout in the trunk.
 
         Returns:
@@ -245,11 +255,21 @@ class BackboneDenoiser(nn.Module):
         z = z + nn.Embed(2 * self.max_relative_position + 1, self.pair_dim, name="relpos", **kw)(
             offset + self.max_relative_position
         )
+        features, _ = local_geometry_features(x_angstrom, mask, self.num_rbf)
+        if self.self_condition:
+            sc = jnp.zeros_like(x) if self_cond is None else self_cond.astype(jnp.float32)
+            chex.assert_shape(sc, x.shape)
+            sc = jnp.where(mask[..., None], sc, 0.0) * self.coord_scale
+            z = z + nn.Dense(self.pair_dim, name="pair_self_cond", **kw)(
+                rbf(pair_distances(sc), self.num_rbf, 0.0, self.max_distance)
+            )
+            features = jnp.concatenate(
+                [features, local_geometry_features(sc, mask, self.num_rbf)[0]], axis=-1
+            )
         z = nn.gelu(z + e[:, None, None, :])
         trunk_bias = jnp.moveaxis(nn.Dense(self.num_heads, name="trunk_bias", **kw)(z), -1, 1)
         head_bias = jnp.moveaxis(nn.Dense(self.output_heads, name="head_bias", **kw)(z), -1, 1)
 
-        features, _ = local_geometry_features(x_angstrom, mask, self.num_rbf)
         h = TransformerDenoiser(
             num_layers=self.num_layers,
             num_heads=self.num_heads,

@@ -9,12 +9,14 @@ existed hold one ``folder`` string; :func:`load_split` reads both.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from protgen_jax.atomic import save_json_atomic, save_npz_atomic
+from protgen_jax.data import resolve
 from protgen_jax.data.structures import Chain, load_folder, split_holdout
 from protgen_jax.errors import DataError
 
@@ -75,6 +77,77 @@ def load_and_split(
     if not train:
         raise DataError(f"{folder}: every chain fell in the holdout; lower holdout_fraction")
     return train, holdout, list(skipped)
+
+
+def resolve_folder(spec: str, default: str) -> Path:
+    """``spec`` as a folder: "" -> the registry's ``default/pdb``, "@NAME" -> ``NAME/pdb``."""
+    spec = spec or f"@{default}"
+    if spec.startswith("@"):
+        return resolve(spec[1:]) / "pdb"
+    return Path(spec)
+
+
+def manifest_holdout(folder: Path) -> set[str] | None:
+    """The file stems of the ``val`` split in ``folder/../manifest.csv`` (cgdms' own lists), or None
+    when there is no manifest with a ``split`` column."""
+    path = folder.parent / "manifest.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "split" not in rows[0] or "name" not in rows[0]:
+        return None
+    return {row["name"] for row in rows if row["split"] != "train"}
+
+
+def _held_out(chain: Chain, stems: set[str]) -> bool:
+    return chain.name in stems or chain.name.rsplit("_", 1)[0] in stems
+
+
+def load_folders(
+    specs: list[tuple[str, str]], config: Any, progress: bool, need_holdout: bool = True
+) -> tuple[list[Chain], list[Chain], list[tuple[str, str]], list[str]]:
+    """Every usable chain of several folders (``config.min_length`` .. ``max_length``; chain
+    ``config.chain`` of each file when the config has one, else the first protein chain), split by whole
+    chains and pooled.
+
+    ``specs`` are ``(spec, default registry name)`` pairs for :func:`resolve_folder`. A folder with a
+    ``manifest.csv`` beside it keeps that manifest's train / val lists (cgdms' own split); any other
+    folder is split by :func:`split_holdout` (``holdout_fraction``, ``split_seed``). Skipped files are
+    named ``folder/file``.
+
+    Returns:
+      (train chains, held-out chains, skipped ``(file, reason)``, the folders as strings).
+
+    Raises:
+      DataError: no training chain, or no held-out chain when ``need_holdout``.
+    """
+    train: list[Chain] = []
+    holdout: list[Chain] = []
+    skipped: list[tuple[str, str]] = []
+    folders = []
+    chain = getattr(config, "chain", "") or None
+    for spec, default in specs:
+        folder = resolve_folder(spec, default)
+        chains, bad = load_folder(
+            folder, chain, config.min_length, config.max_length, progress=progress
+        )
+        skipped.extend((f"{folder.name}/{f}", r) for f, r in bad)
+        stems = manifest_holdout(folder)
+        if stems is None:
+            tr, ho = split_holdout(chains, config.holdout_fraction, config.split_seed)
+        else:
+            tr = [c for c in chains if not _held_out(c, stems)]
+            ho = [c for c in chains if _held_out(c, stems)]
+        train.extend(tr)
+        holdout.extend(ho)
+        folders.append(str(folder))
+    if not train or (need_holdout and not holdout):
+        raise DataError(
+            f"{', '.join(folders)}: {len(train)} training and {len(holdout)} held-out chains "
+            f"(need >= 1 each); skipped {skipped[:3]}"
+        )
+    return train, holdout, skipped, folders
 
 
 def save_split(

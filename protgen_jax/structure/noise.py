@@ -65,8 +65,9 @@ def _centred_eps(
     t: jax.Array,
     mask: jax.Array | None,
     cond: Any,
+    **kwargs: Any,
 ) -> jax.Array:
-    eps = denoise_fn(x_t, t, mask, cond)
+    eps = denoise_fn(x_t, t, mask, cond, **kwargs)
     com = x_t.astype(jnp.float32) - masked_center(x_t, mask)  # the masked mean, per residue
     if mask is not None:
         com = com * mask[..., None].astype(jnp.float32)
@@ -94,7 +95,8 @@ def centred_denoise_fn(denoise_fn: Callable[..., jax.Array], schedule: Any) -> P
       schedule: a `protgen_jax.diffusion.Schedule` (its `sqrt_one_minus_alpha_bars` [T] is used).
 
     Returns:
-      A `Partial` with the same signature (a pytree: the sampler does not recompile for new params).
+      A `Partial` with the same signature (a pytree: the sampler does not recompile for new params);
+      other keywords (`self_cond`) are passed through.
     """
     fn = denoise_fn if isinstance(denoise_fn, Partial) else Partial(denoise_fn)
     return Partial(_centred_eps, fn, schedule.sqrt_one_minus_alpha_bars)

@@ -56,6 +56,7 @@ def sample_backbones(
     motif: tuple[np.ndarray, np.ndarray] | None = None,
     trajectory: bool = False,
     progress: bool = True,
+    self_condition: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """One backbone per requested length: ``([L_i, 3] float32 Å arrays, [F, L_i, 3] trajectories or None)``.
 
@@ -70,6 +71,7 @@ def sample_backbones(
       pad_to: padded length of every call (default the longest length).
       motif: ``(indices [M], coords [M, 3] Å)`` kept fixed in every sample.
       trajectory: also return about ``TRAJECTORY_FRAMES`` frames per sample, noise to sample.
+      self_condition: the network takes the previous step's x0 estimate (``self_cond``).
     """
     if sampler not in ("ddpm", "ddim"):
         raise DataError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
@@ -94,7 +96,7 @@ def sample_backbones(
     positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (chunk, length))
     common = dict(
         cond=positions, trajectory_stride=stride, known=known, known_mask=known_mask,
-        noise_transform=Partial(zero_com_noise), clip_x0=clip_x0,
+        noise_transform=Partial(zero_com_noise), clip_x0=clip_x0, self_condition=self_condition,
     )  # fmt: skip
     samples, trajectories = [], [] if trajectory else None
     for start in tqdm(

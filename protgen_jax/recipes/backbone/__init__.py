@@ -22,12 +22,12 @@ from protgen_jax.recipes.backbone.recipe import (
     BackboneConfig,
     BackboneData,
     BackboneRecipe,
-    data_folder,
     denoiser,
     load_structures,
     make_draw,
     make_loss_fn,
     make_schedule,
+    point_denoiser,
 )
 
 __all__ = [
@@ -39,8 +39,8 @@ __all__ = [
     "BackboneData",
     "BackboneRecipe",
     "Motif",
-    "data_folder",
     "denoiser",
+    "point_denoiser",
     "heldout_bound",
     "load_reference",
     "load_structures",

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from protgen_jax import keys
 from protgen_jax.atomic import save_json_atomic
 from protgen_jax.data.structures import ChainSet, load_chain, load_folder
-from protgen_jax.diffusion import variational_bound
+from protgen_jax.diffusion import self_conditioned, variational_bound
 from protgen_jax.errors import DataError
 from protgen_jax.recipes.backbone.motif import motif_metrics, parse_motif
 from protgen_jax.recipes.backbone.recipe import (
@@ -90,10 +90,11 @@ def _progress(opts: SimpleNamespace) -> bool:
 
 
 def _sampler_settings(config: BackboneConfig) -> dict[str, Any]:
-    """The run's ``sample_backbones`` settings: batch, reverse variance and x0 clipping."""
+    """The run's ``sample_backbones`` settings: batch, reverse variance, x0 clipping and
+    self-conditioning."""
     return dict(
         batch_size=config.sample_batch, variance=config.sample_variance,
-        clip_x0=config.sample_clip or None,
+        clip_x0=config.sample_clip or None, self_condition=config.self_condition,
     )  # fmt: skip
 
 
@@ -197,6 +198,8 @@ def heldout_bound(
     (model units, Å / COORD_SCALE; a continuous density, so it can be negative) weighted by the
     number of coordinates, and the mean nats per chain.
     """
+    if config.self_condition:
+        denoise_fn = self_conditioned(denoise_fn, schedule)
     fn = centred_denoise_fn(denoise_fn, schedule)
     bound = jax.jit(
         lambda f, k, x0, mask, pos: variational_bound(k, f, schedule, x0, mask, pos).total

@@ -23,7 +23,6 @@ Sampling, motif scaffolding and evaluation are in :mod:`protgen_jax.recipes.back
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -32,13 +31,19 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from protgen_jax.data import resolve
 from protgen_jax.data.structures import (
     COORD_SCALE,
     ChainSet,
     bucket_for,
 )
-from protgen_jax.diffusion import Schedule, diffusion_loss, get_schedule, q_sample, with_noise_level
+from protgen_jax.diffusion import (
+    Schedule,
+    diffusion_loss,
+    get_schedule,
+    q_sample,
+    self_conditioned,
+    with_noise_level,
+)
 from protgen_jax.diffusion.losses import noise_mse
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
@@ -55,7 +60,7 @@ from protgen_jax.nn.backbone import BackboneDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.structure_split import (
     check_lengths,
-    load_and_split,
+    load_folders,
     load_split,
     save_split,
     write_split_json,
@@ -81,6 +86,7 @@ class BackboneConfig(TrainConfig):
     """Defaults of ``protgen train backbone`` (override with ``--set key=value``)."""
 
     data: str = ""  # folder of PDB/mmCIF files; "" = the registry dataset "structures" (pdb/)
+    extra_data: str = "@structures_cgdms"  # a second folder trained with data; "@NAME" = registry
     chain: str = ""  # chain id to read from every file; "" = the first protein chain
     min_length: int = 40
     max_length: int = 256
@@ -102,6 +108,9 @@ class BackboneConfig(TrainConfig):
     max_relative_position: int = 32
     output_heads: int = 8
     local_neighbours: int = 3
+    self_condition: bool = False  # feed the previous x0 estimate back (training: half the batches)
+    x0_loss_weight: float = 0.0  # weight of the x0-space MSE term (0 = off)
+    x0_loss_max_t: float = 0.25  # ... applied where t < x0_loss_max_t * T
     steps: int = 4000
     learning_rate: float = 1e-3
     warmup_steps: int = 200
@@ -123,33 +132,31 @@ class BackboneConfig(TrainConfig):
     eval_bound: bool = True  # held-out variational bound (T network calls per bucket batch)
 
 
-def data_folder(config: BackboneConfig) -> Path:
-    """The configured structure folder, or the registry's ``structures/pdb``."""
-    return Path(config.data) if config.data else resolve("structures") / "pdb"
-
-
 class BackboneData(NamedTuple):
-    """The chains a run trains and validates on, and the files it skipped (``(file, reason)``)."""
+    """The chains a run trains and validates on, the files it skipped (``(file, reason)``) and the
+    folders they came from."""
 
     train: ChainSet
     holdout: ChainSet
     skipped: list[tuple[str, str]]
-    folder: str
+    folders: list[str]
 
 
 def load_structures(config: BackboneConfig, progress: bool = True) -> BackboneData:
-    """Load the configured folder, split it (fixed by chain names and ``split_seed``) and pad every
-    chain to ``max(config.buckets)``.
+    """Load ``data`` (default the registry's ``structures/pdb``) and ``extra_data`` (default
+    ``structures_cgdms/pdb``), split each (cgdms by its manifest, the rest by chain-name hash and
+    ``split_seed``; :func:`~protgen_jax.recipes.structure_split.load_folders`) and pad every chain to
+    ``max(config.buckets)``.
 
     Raises:
-      DataError: no usable chain, or too few to hold any out.
+      DataError: no usable training chain.
     """
-    folder = data_folder(config)
-    train, holdout, skipped = load_and_split(folder, config, progress)
+    specs = [(config.data, "structures")]
+    if config.extra_data:
+        specs.append((config.extra_data, "structures_cgdms"))
+    train, holdout, skipped, folders = load_folders(specs, config, progress, need_holdout=False)
     width = max(config.buckets)
-    return BackboneData(
-        ChainSet.of(train, width), ChainSet.of(holdout, width), skipped, str(folder)
-    )
+    return BackboneData(ChainSet.of(train, width), ChainSet.of(holdout, width), skipped, folders)
 
 
 def make_schedule(config: BackboneConfig) -> Schedule:
@@ -169,11 +176,26 @@ def denoiser(model: BackboneDenoiser, params: Any, schedule: Schedule) -> Partia
     return with_noise_level(Partial(model.apply, params), schedule)
 
 
+def point_denoiser(
+    model: BackboneDenoiser, params: Any, schedule: Schedule, config: BackboneConfig
+) -> Partial:
+    """:func:`denoiser` for one-off calls (held-out errors, the bound): a self-conditioned network
+    runs its two training passes (:func:`protgen_jax.diffusion.self_conditioned`)."""
+    fn = denoiser(model, params, schedule)
+    return self_conditioned(fn, schedule) if config.self_condition else fn
+
+
+SELF_CONDITION_RATE = 0.5
+"""Fraction of training batches that take the self-conditioned pass (Chen et al. 2022)."""
+
+
 def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Schedule):
-    """``loss_fn(params, batch, key) -> (mean eps-MSE, {})``.
+    """``loss_fn(params, batch, key) -> (mean loss, {})``.
 
     Per example: a uniform random rotation (``config.rotate``), then ``diffusion_loss`` with
-    ``t ~ U{0..T-1}``, zero-centre-of-mass noise and the masked MSE; the batch mean is the loss.
+    ``t ~ U{0..T-1}``, zero-centre-of-mass noise and the masked eps-MSE; with ``self_condition``,
+    ``SELF_CONDITION_RATE`` of the batches are self-conditioned; with ``x0_loss_weight`` > 0, ``+ w
+    ||x0_hat - x0||^2`` (model units) where ``t < x0_loss_max_t * T``. The batch mean is the loss.
     """
     noise_fn = Partial(zero_com_noise)
 
@@ -191,6 +213,9 @@ def make_loss_fn(config: BackboneConfig, model: BackboneDenoiser, schedule: Sche
             batch["positions"],
             prediction="eps",
             noise_transform=noise_fn,
+            self_condition=SELF_CONDITION_RATE if config.self_condition else 0.0,
+            x0_weight=config.x0_loss_weight,
+            x0_max_t=int(round(config.x0_loss_max_t * schedule.num_steps)),
         )
         return jnp.mean(losses), {}
 
@@ -231,19 +256,22 @@ class BackboneRecipe(Recipe):
             )
         require_choice(config, "sample_variance", ("beta", "posterior"))
         require_between(config, "sample_noise_scale", 0.0, NOISE_SCALE_MAX)
+        require_between(config, "x0_loss_max_t", 0.0, 1.0)
+        if config.x0_loss_weight < 0:
+            raise DataError(f"x0_loss_weight must be >= 0, got {config.x0_loss_weight}")
 
     def prepare(self, config: BackboneConfig, progress: bool) -> BackboneData:
         return load_structures(config, progress)
 
     def save_data(self, run: RunDir, data: BackboneData) -> None:
         save_split(
-            run.file(self.data_file), data.train, data.holdout, data.skipped, [data.folder],
+            run.file(self.data_file), data.train, data.holdout, data.skipped, data.folders,
             compress=False,
         )  # fmt: skip
 
     def load_data(self, run: RunDir) -> BackboneData:
         stored = load_split(run.file(self.data_file), ChainSet)
-        return BackboneData(stored.train, stored.holdout, stored.skipped, stored.folders[0])
+        return BackboneData(stored.train, stored.holdout, stored.skipped, stored.folders)
 
     def describe_data(self, config: BackboneConfig, data: BackboneData) -> dict[str, Any]:
         return {
@@ -255,7 +283,7 @@ class BackboneRecipe(Recipe):
     def extra_run_files(self, run: RunDir, config: BackboneConfig, data: BackboneData) -> None:
         """``data.json``: the source folder, the split and the skipped files."""
         write_split_json(
-            run.file("data.json"), data.train.names, data.holdout.names, data.skipped, [data.folder]
+            run.file("data.json"), data.train.names, data.holdout.names, data.skipped, data.folders
         )
 
     def curve_names(self, config: BackboneConfig) -> tuple[str, ...]:
@@ -275,6 +303,7 @@ class BackboneRecipe(Recipe):
             output_heads=config.output_heads,
             local_neighbours=config.local_neighbours,
             coord_scale=COORD_SCALE,
+            self_condition=config.self_condition,
             dtype=compute_dtype(config),
         )
 
@@ -326,7 +355,7 @@ class BackboneRecipe(Recipe):
         def mse(params, t):
             tb = jnp.full((x0.shape[0],), t)
             x_t = q_sample(schedule, x0, tb, noise)
-            eps_hat = denoiser(model, params, schedule)(x_t, tb, mask, positions)
+            eps_hat = point_denoiser(model, params, schedule, config)(x_t, tb, mask, positions)
             return jnp.mean(noise_mse(eps_hat, noise, mask))
 
         def eval_fn(params, step):

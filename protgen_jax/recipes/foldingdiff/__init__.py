@@ -21,7 +21,6 @@ from protgen_jax.recipes.foldingdiff.recipe import (
     load_angles,
     make_loss_fn,
     make_schedule,
-    manifest_holdout,
 )
 
 __all__ = [
@@ -37,6 +36,5 @@ __all__ = [
     "load_angles",
     "make_loss_fn",
     "make_schedule",
-    "manifest_holdout",
     "sample_backbones",
 ]

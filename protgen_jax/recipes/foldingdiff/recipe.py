@@ -19,9 +19,7 @@ program and adds the carbonyl O (:mod:`.commands`).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -30,8 +28,7 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
-from protgen_jax.data import resolve
-from protgen_jax.data.structures import Chain, bucket_for, load_folder, split_holdout
+from protgen_jax.data.structures import Chain, bucket_for
 from protgen_jax.diffusion import Schedule, get_schedule
 from protgen_jax.diffusion.torus import wrapped_noise_loss, wrapped_q_sample
 from protgen_jax.errors import DataError
@@ -48,6 +45,7 @@ from protgen_jax.nn.angles import AngleDenoiser
 from protgen_jax.recipes.base import Recipe, RunDir
 from protgen_jax.recipes.structure_split import (
     check_lengths,
+    load_folders,
     load_split,
     save_split,
     write_split_json,
@@ -145,31 +143,6 @@ class FoldingDiffData(NamedTuple):
     folders: list[str]
 
 
-def resolve_folder(spec: str, default: str) -> Path:
-    """``spec`` as a folder: "" -> the registry's ``default/pdb``, "@NAME" -> ``NAME/pdb``."""
-    spec = spec or f"@{default}"
-    if spec.startswith("@"):
-        return resolve(spec[1:]) / "pdb"
-    return Path(spec)
-
-
-def manifest_holdout(folder: Path) -> set[str] | None:
-    """The file stems of the ``val`` split in ``folder/../manifest.csv`` (cgdms' own lists), or None
-    when there is no manifest with a ``split`` column."""
-    path = folder.parent / "manifest.csv"
-    if not path.is_file():
-        return None
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "split" not in rows[0] or "name" not in rows[0]:
-        return None
-    return {row["name"] for row in rows if row["split"] != "train"}
-
-
-def _held_out(chain: Chain, stems: set[str]) -> bool:
-    return chain.name in stems or chain.name.rsplit("_", 1)[0] in stems
-
-
 def circular_mean(angles: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-angle circular mean ``atan2(sum sin, sum cos)`` over the defined entries: ``[6]``."""
     a, m = angles.reshape(-1, NUM_ANGLES), mask.reshape(-1, NUM_ANGLES)
@@ -204,33 +177,10 @@ def load_angles(config: FoldingDiffConfig, progress: bool = True) -> FoldingDiff
     Raises:
       DataError: no usable chain, or an empty split.
     """
-    train: list[Chain] = []
-    holdout: list[Chain] = []
-    skipped: list[tuple[str, str]] = []
-    folders = []
     specs = [(config.data, "structures_cgdms")]
     if config.extra_data:
         specs.append((config.extra_data, "structures"))
-    for spec, default in specs:
-        folder = resolve_folder(spec, default)
-        chains, bad = load_folder(
-            folder, None, config.min_length, config.max_length, progress=progress
-        )
-        skipped.extend((f"{folder.name}/{f}", r) for f, r in bad)
-        stems = manifest_holdout(folder)
-        if stems is None:
-            tr, ho = split_holdout(chains, config.holdout_fraction, config.split_seed)
-        else:
-            tr = [c for c in chains if not _held_out(c, stems)]
-            ho = [c for c in chains if _held_out(c, stems)]
-        train.extend(tr)
-        holdout.extend(ho)
-        folders.append(str(folder))
-    if not train or not holdout:
-        raise DataError(
-            f"{', '.join(folders)}: {len(train)} training and {len(holdout)} held-out chains "
-            f"(need >= 1 each); skipped {skipped[:3]}"
-        )
+    train, holdout, skipped, folders = load_folders(specs, config, progress)
     width = max(config.buckets)
     raw = angle_set(train, width, None)
     offset = circular_mean(raw.angles, raw.angle_mask)
