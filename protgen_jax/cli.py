@@ -229,7 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if filled:
             listed = ", ".join(f"{key}={value}" for key, value in filled.items())
             print(
-                f"warning: {run.config} predates these keys; they take today's defaults: {listed} "
+                f"warning: {run.config} predates these keys; they take the current defaults: {listed} "
                 "(pass --set to keep the run's original behaviour)",
                 file=sys.stderr,
             )

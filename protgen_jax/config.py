@@ -283,7 +283,7 @@ def _is_run_config(path: Path) -> bool:
 def missing_keys(cls: type[C], path: Path) -> dict[str, Any]:
     """Fields of ``cls`` that the config JSON at ``path`` does not mention, with the defaults that fill them.
 
-    A run folder written before a field existed loads with today's default for it, which may not be what
+    A run folder written before a field existed loads with the current default for it, which may not be what
     the run was trained with; resuming says so instead of changing the model silently.
     """
     saved = _read_json_object(Path(path))

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from protgen_jax import keys
 from protgen_jax.atomic import atomic_write, strict_json
 from protgen_jax.checkpoint import Checkpointer
+from protgen_jax.diffusion.schedules import Schedule, get_schedule
 from protgen_jax.errors import DataError, TrainingError
 from protgen_jax.sharding import data_sharding, make_mesh, replicated
 from protgen_jax.train import LossFn, TrainState, all_finite, make_scan_train_step
@@ -119,6 +120,25 @@ def require_between(
         raise DataError(
             f"{name} must lie in [{low:g}, {high:g}{')' if open_high else ']'}, got {value}"
         )
+
+
+def configured_schedule(config: Any) -> Schedule:
+    """The noise schedule named by ``config.schedule`` with ``config.timesteps`` steps.
+
+    Raises:
+      DataError: fewer than 2 steps, or an unknown schedule name.
+    """
+    if config.timesteps < 2:
+        raise DataError(f"timesteps must be >= 2, got {config.timesteps}")
+    try:
+        return get_schedule(config.schedule, config.timesteps)
+    except ValueError as err:
+        raise DataError(str(err)) from err
+
+
+def validation_timesteps(schedule: Schedule, fractions: tuple[float, ...]) -> list[int]:
+    """The distinct timesteps ``int(f * (T - 1))`` for ``f`` in ``fractions``, ascending."""
+    return sorted({int(f * (schedule.num_steps - 1)) for f in fractions})
 
 
 def check_train_config(config: TrainConfig) -> None:

@@ -466,8 +466,8 @@ def test_experiment_config_trains_one_step(chain_folder, tmp_path):
     assert keys <= set(config_to_dict(bb.RECIPE.make_config("backbone")))
     config = load_config(bb.BackboneConfig, path)
     config = dataclasses.replace(
-        config, data=str(chain_folder), steps=1, buckets=(64,), max_length=64, batch_tokens=128,
-        devices=1, eval_every=0,
+        config, data=str(chain_folder), extra_data="", steps=1, buckets=(64,), max_length=64,
+        batch_tokens=128, devices=1, eval_every=0,
     )  # fmt: skip
     summary = bb.RECIPE.train(config, tmp_path, progress=False)
     assert summary["steps"] == 1 and np.isfinite(summary["last_train"]["loss"])

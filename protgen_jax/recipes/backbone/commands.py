@@ -255,24 +255,26 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     sample_stats, walk_stats = geometry_stats(samples), geometry_stats(walks)
     model_report = geometry_report(sample_stats, ref_stats)
     walk_report = geometry_report(walk_stats, ref_stats)
-    summary = model_report["samples"]
+    summary, natural = model_report["samples"], model_report["reference"]
     report: dict[str, Any] = {
         "num_samples": num,
         "sample_lengths": [lo, hi],
         "sampler": f"ddpm T={schedule.num_steps}, noise scale {noise_scale}",
         "reference": str(opts.data or "held-out split"),
         "num_reference": len(reference),
-        "natural": model_report["reference"],
+        "natural": natural,
         "model": summary,
         "random_walk": walk_report["samples"],
         "model_vs_natural": model_report["distances"],
         "random_walk_vs_natural": walk_report["distances"],
         "gap_closed": gap_closed(model_report["distances"], walk_report["distances"]),
         "targets": {
-            "bond_fraction>=0.9": summary["bond_fraction"] >= 0.9,
+            "bond_fraction>=0.95": summary["bond_fraction"] >= 0.95,
             "clash_rate<0.05": summary["clash_rate"] < 0.05,
-            "helix_fraction>0": summary["helix_fraction"] > 0,
-            "strand_fraction>0": summary["strand_fraction"] > 0,
+            "helix_within_10_points": abs(summary["helix_fraction"] - natural["helix_fraction"])
+            <= 0.10,
+            "strand_within_10_points": abs(summary["strand_fraction"] - natural["strand_fraction"])
+            <= 0.10,
         },
         "sampling_seconds": sampling_seconds,
         "complete": not config.eval_bound,

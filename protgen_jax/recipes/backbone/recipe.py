@@ -1,11 +1,14 @@
 """Backbone diffusion recipe: a C-alpha DDPM trained on real PDB chains (``protgen train backbone``).
 
-Pipeline: load every chain of a folder of PDB / mmCIF files (bad files are skipped and counted) -> a
-fixed ~10% holdout by name hash (``split_holdout``) -> centre each chain, divide by ``COORD_SCALE`` and
-pad it to the widest bucket (saved in the run's ``data.npz``) -> one batch group per length bucket
-(batch size ``batch_tokens // bucket``, rows drawn on the device) -> a random rotation per example ->
-eps-prediction loss with zero-centre-of-mass noise (masked MSE, one value per example) -> AdamW with
-warm-up and cosine decay, EMA; the shared skeleton (:mod:`protgen_jax.recipes.base`) runs the loop.
+Pipeline: load every chain of ``data`` (default the registry's ``structures/pdb``, 263 chains) and of
+``extra_data`` (default ``structures_cgdms/pdb``, 2,202 chains of 20-100 residues; bad files and chains
+outside ``min_length`` .. ``max_length`` are skipped and counted) -> a fixed split of whole chains (cgdms by
+its manifest's train / val lists, the rest ~10% by name hash; ``load_folders``) -> centre each chain,
+divide by ``COORD_SCALE`` and pad it to the widest bucket (saved in the run's ``data.npz``) -> one batch
+group per length bucket (batch size ``batch_tokens // bucket``, rows drawn on the device) -> a random
+rotation per example -> eps-prediction loss with zero-centre-of-mass noise (masked MSE, one value per
+example; optional self-conditioning and an x0-space term at low noise) -> AdamW with warm-up and cosine
+decay, EMA; the shared skeleton (:mod:`protgen_jax.recipes.base`) runs the loop.
 
 Schedule: cosine with T = 1000 by default. For C-alpha coordinates at ``COORD_SCALE`` = 10 Å the local
 geometry (bonds of 3.8 Å, helix and strand turns) is destroyed once the noise std passes ~1 Å = 0.1
@@ -39,7 +42,6 @@ from protgen_jax.data.structures import (
 from protgen_jax.diffusion import (
     Schedule,
     diffusion_loss,
-    get_schedule,
     q_sample,
     self_conditioned,
     with_noise_level,
@@ -50,10 +52,12 @@ from protgen_jax.fit import (
     BatchGroup,
     TrainConfig,
     compute_dtype,
+    configured_schedule,
     require_at_least,
     require_between,
     require_choice,
     uniform_draw,
+    validation_timesteps,
     warmup_cosine_adamw,
 )
 from protgen_jax.nn.backbone import BackboneDenoiser
@@ -67,6 +71,9 @@ from protgen_jax.recipes.structure_split import (
 )
 from protgen_jax.structure.frames import apply_rotation, random_rotation
 from protgen_jax.structure.noise import zero_com_noise
+
+make_schedule = configured_schedule
+"""``make_schedule(config)``: the configured noise schedule (:func:`protgen_jax.fit.configured_schedule`)."""
 
 FAMILY = "backbone"
 VALIDATION_TIMESTEPS = (0.01, 0.1, 0.5)
@@ -159,16 +166,6 @@ def load_structures(config: BackboneConfig, progress: bool = True) -> BackboneDa
     return BackboneData(ChainSet.of(train, width), ChainSet.of(holdout, width), skipped, folders)
 
 
-def make_schedule(config: BackboneConfig) -> Schedule:
-    """The configured noise schedule with ``config.timesteps`` steps."""
-    if config.timesteps < 2:
-        raise DataError(f"timesteps must be >= 2, got {config.timesteps}")
-    try:
-        return get_schedule(config.schedule, config.timesteps)
-    except ValueError as err:
-        raise DataError(str(err)) from err
-
-
 def denoiser(model: BackboneDenoiser, params: Any, schedule: Schedule) -> Partial:
     """``denoise_fn(x_t, t, mask, cond) = model.apply(params, x_t, t, mask, cond,
     noise_level=sqrt(ab_t / (1 - ab_t)))`` of ``schedule`` (a pytree Partial: no recompiles for new
@@ -230,10 +227,6 @@ def _example_inputs(length: int = 8) -> tuple[jax.Array, jax.Array, jax.Array]:
     return jnp.zeros((1, length, 3)), jnp.zeros((1,), jnp.int32), jnp.ones((1, length), bool)
 
 
-def _validation_steps(schedule: Schedule) -> list[int]:
-    return sorted({int(f * (schedule.num_steps - 1)) for f in VALIDATION_TIMESTEPS})
-
-
 class BackboneRecipe(Recipe):
     """``protgen train backbone``: the training hooks (commands: :mod:`.commands`)."""
 
@@ -287,7 +280,7 @@ class BackboneRecipe(Recipe):
         )
 
     def curve_names(self, config: BackboneConfig) -> tuple[str, ...]:
-        steps = _validation_steps(make_schedule(config))
+        steps = validation_timesteps(make_schedule(config), VALIDATION_TIMESTEPS)
         return (*self.curve_keys, *(f"val_mse_t{t}" for t in steps))
 
     # ------------------------------------------------------------------ model and training
@@ -349,7 +342,7 @@ class BackboneRecipe(Recipe):
         width = bucket_for(int(holdout.lengths.max()), config.buckets)
         x0, mask, positions = (jnp.asarray(a) for a in holdout.padded(rows, width))
         noise = zero_com_noise(jax.random.normal(key, x0.shape), mask)
-        steps = _validation_steps(schedule)
+        steps = validation_timesteps(schedule, VALIDATION_TIMESTEPS)
 
         @jax.jit
         def mse(params, t):

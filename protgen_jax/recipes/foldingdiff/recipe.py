@@ -29,16 +29,18 @@ import optax
 from jax.tree_util import Partial
 
 from protgen_jax.data.structures import Chain, bucket_for
-from protgen_jax.diffusion import Schedule, get_schedule
+from protgen_jax.diffusion import Schedule
 from protgen_jax.diffusion.torus import wrapped_noise_loss, wrapped_q_sample
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
     BatchGroup,
     TrainConfig,
     compute_dtype,
+    configured_schedule,
     require_at_least,
     require_between,
     uniform_draw,
+    validation_timesteps,
     warmup_cosine_adamw,
 )
 from protgen_jax.nn.angles import AngleDenoiser
@@ -51,6 +53,9 @@ from protgen_jax.recipes.structure_split import (
     write_split_json,
 )
 from protgen_jax.structure.internal import ANGLE_NAMES, internal_coordinates
+
+make_schedule = configured_schedule
+"""``make_schedule(config)``: the configured noise schedule (:func:`protgen_jax.fit.configured_schedule`)."""
 
 FAMILY = "foldingdiff"
 NUM_ANGLES = 6
@@ -189,16 +194,6 @@ def load_angles(config: FoldingDiffConfig, progress: bool = True) -> FoldingDiff
     )
 
 
-def make_schedule(config: FoldingDiffConfig) -> Schedule:
-    """The configured noise schedule with ``config.timesteps`` steps."""
-    if config.timesteps < 2:
-        raise DataError(f"timesteps must be >= 2, got {config.timesteps}")
-    try:
-        return get_schedule(config.schedule, config.timesteps)
-    except ValueError as err:
-        raise DataError(str(err)) from err
-
-
 def make_loss_fn(model: AngleDenoiser, schedule: Schedule):
     """``loss_fn(params, batch, key) -> (mean wrapped smooth-L1, {})``: t ~ U{0..T-1}, eps ~ N(0, I),
     ``x_t = wrap(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps)``, loss on ``wrap(eps_hat - eps)`` at defined
@@ -219,10 +214,6 @@ def make_loss_fn(model: AngleDenoiser, schedule: Schedule):
 def denoiser(model: AngleDenoiser, params: Any) -> Partial:
     """``denoise_fn(x_t, t, mask, cond) = model.apply(params, x_t, t, mask, cond)`` as a Partial."""
     return Partial(model.apply, params)
-
-
-def _validation_steps(schedule: Schedule) -> list[int]:
-    return sorted({int(f * (schedule.num_steps - 1)) for f in VALIDATION_TIMESTEPS})
 
 
 class FoldingDiffRecipe(Recipe):
@@ -279,7 +270,7 @@ class FoldingDiffRecipe(Recipe):
         )  # fmt: skip
 
     def curve_names(self, config: FoldingDiffConfig) -> tuple[str, ...]:
-        steps = _validation_steps(make_schedule(config))
+        steps = validation_timesteps(make_schedule(config), VALIDATION_TIMESTEPS)
         return (*self.curve_keys, *(f"val_loss_t{t}" for t in steps))
 
     def build_model(self, config: FoldingDiffConfig, data: Any) -> AngleDenoiser:
@@ -336,7 +327,7 @@ class FoldingDiffRecipe(Recipe):
         mask = jnp.asarray(holdout.angle_mask[:, :width])
         rmask = jnp.asarray(holdout.residue_mask(rows, width))
         noise = jax.random.normal(key, x0.shape)
-        steps = _validation_steps(schedule)
+        steps = validation_timesteps(schedule, VALIDATION_TIMESTEPS)
 
         @jax.jit
         def loss(params, t):
