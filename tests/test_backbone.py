@@ -459,9 +459,10 @@ def test_command_options_are_typed_and_foreign_flags_refused():
     assert bb.RECIPE.options("evaluate", {"out": "o", "noise_scale": 0}).noise_scale == 0.0
 
 
-def test_experiment_config_trains_one_step(chain_folder, tmp_path):
-    """experiments/backbone_ca/config.json: every key is a config field, and one step runs."""
-    path = REPO / "experiments" / "backbone_ca" / "config.json"
+@pytest.mark.parametrize("name", ["config.json", "improved.json"])
+def test_experiment_config_trains_one_step(name, chain_folder, tmp_path):
+    """experiments/backbone_ca/*.json: every key is a config field, and one step runs."""
+    path = REPO / "experiments" / "backbone_ca" / name
     keys = set(json.loads(path.read_text()))
     assert keys <= set(config_to_dict(bb.RECIPE.make_config("backbone")))
     config = load_config(bb.BackboneConfig, path)
