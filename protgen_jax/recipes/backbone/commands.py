@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from protgen_jax import keys
 from protgen_jax.atomic import save_json_atomic
 from protgen_jax.data.structures import ChainSet, load_chain, load_folder
-from protgen_jax.diffusion import self_conditioned, variational_bound
+from protgen_jax.diffusion import variational_bound
 from protgen_jax.errors import DataError
 from protgen_jax.recipes.backbone.motif import motif_metrics, parse_motif
 from protgen_jax.recipes.backbone.recipe import (
@@ -48,6 +48,7 @@ from protgen_jax.recipes.backbone.recipe import (
     BackboneRecipe,
     denoiser,
     make_schedule,
+    point_denoiser,
 )
 from protgen_jax.recipes.base import LoadedRun, OutputPlan
 from protgen_jax.recipes.options import Option
@@ -196,10 +197,9 @@ def heldout_bound(
     The chains of bucket ``b`` form one batch ``[n_b, b, 3]`` with key ``fold_in(key, b)`` (T network
     calls each; ``progress`` shows a bar over the buckets). Returns the mean bits per coordinate
     (model units, Å / COORD_SCALE; a continuous density, so it can be negative) weighted by the
-    number of coordinates, and the mean nats per chain.
+    number of coordinates, and the mean nats per chain. ``denoise_fn`` is a one-off network
+    (:func:`~protgen_jax.recipes.backbone.recipe.point_denoiser`: two passes when self-conditioned).
     """
-    if config.self_condition:
-        denoise_fn = self_conditioned(denoise_fn, schedule)
     fn = centred_denoise_fn(denoise_fn, schedule)
     bound = jax.jit(
         lambda f, k, x0, mask, pos: variational_bound(k, f, schedule, x0, mask, pos).total
@@ -288,7 +288,12 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
     save_json_atomic(out, report)
     if config.eval_bound:
         report["heldout_bound"] = heldout_bound(
-            keys.named(key, "bound"), denoise_fn, config, schedule, reference, progress
+            keys.named(key, "bound"),
+            point_denoiser(run.model, run.params, schedule, config),
+            config,
+            schedule,
+            reference,
+            progress,
         )
         report["complete"] = True
         report["seconds"] = time.perf_counter() - started
