@@ -328,3 +328,27 @@ def test_plain_vae_refuses_family(slice_fasta, tmp_path, capsys):
     with pytest.raises(DataError, match="without family labels"):
         RECIPE.generate_sequences(run, jax.random.key(0), 1, lengths=np.ones(1), family="PF00013")
     assert RECIPE.sequence_nll(run, ["ACDEF"], ["PF00013"])[0] > 0
+
+
+def test_left_out_family_is_written_and_scored_with_the_null_label(slice_fasta, tmp_path):
+    run_dir = tmp_path / "left_out"
+    args = ["--quiet", "train", "cvae", "--data", str(slice_fasta), "--out", str(run_dir),
+            "--steps", "2", "--set", "unseen_families=PF00041"]  # fmt: skip
+    assert main(args + [x for s in TINY for x in ("--set", s)]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["num_families"] == 2
+    unseen = read_records(run_dir / "unseen.fasta")
+    assert len(unseen) == 40 and {r.id.split("|")[0] for r in unseen} == {"PF00041"}
+    out = tmp_path / "unseen.json"
+    assert main(["--quiet", "evaluate", str(run_dir), "--num", "0", "--draws", "1",
+                 "--data", str(run_dir / "unseen.fasta"), "--out", str(out)]) == 0  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["num_scored"] == 40 and saved["num_with_known_family"] == 0
+    assert saved["num_residues"] == sum(min(len(r.sequence), 48) for r in unseen)
+    assert "unconditional" not in saved and 0 < saved["nll_per_residue"] < 10
+    bad = ["--quiet", "evaluate", str(run_dir), "--num", "1", "--out", str(tmp_path / "x.json")]
+    assert main(bad) == 2
+    config = apply_overrides(
+        RECIPE.make_config("cvae"), [f"data={slice_fasta}", "unseen_families=PF99999"]
+    )
+    with pytest.raises(DataError, match="slice.fasta: unseen_families: 'PF99999'"):
+        prepare(config)

@@ -32,7 +32,7 @@ import numpy as np
 
 from protgen_jax import alphabet as vocab
 from protgen_jax.atomic import save_npz_atomic
-from protgen_jax.data.fasta import FastaRecord, read_records
+from protgen_jax.data.fasta import FastaRecord, read_records, write_fasta
 from protgen_jax.errors import DataError
 
 __all__ = [
@@ -184,6 +184,30 @@ def split_families(data: SequenceSet, names: tuple[str, ...]) -> tuple[SequenceS
         num_skipped=data.num_skipped,
     )  # fmt: skip
     return kept, data.subset(np.flatnonzero(gone))
+
+
+def leave_families_out(
+    data: SequenceSet, names: tuple[str, ...], path: str | Path
+) -> tuple[SequenceSet, SequenceSet | None]:
+    """The ``unseen_families`` rule of the recipes: ``(training set, left-out set)`` by
+    :func:`split_families`, or ``(data, None)`` when ``names`` is empty.
+
+    Raises:
+      DataError: naming ``path`` (the FASTA read) and a name that is not one of its families.
+    """
+    if not names:
+        return data, None
+    try:
+        return split_families(data, tuple(names))
+    except DataError as err:
+        raise DataError(f"{path}: unseen_families: {err}") from None
+
+
+def write_sequence_set(path: str | Path, data: SequenceSet) -> None:
+    """``data`` as FASTA (headers = its ids, so ``FAMILY|id`` survives), atomically: a run's
+    ``unseen.fasta``, read back by ``read_sequences`` as the same records."""
+    records = [(name, vocab.decode(data.sequence(k))) for k, name in enumerate(data.ids)]
+    write_fasta(path, records)
 
 
 def _relabel(families: list[str], family_names: tuple[str, ...]) -> np.ndarray:

@@ -8,9 +8,10 @@ unconditional sample follows the training distribution of properties.
 
 ``evaluate`` (JSON at ``--out``, a property-tracking plot per property beside it):
 
-- held-out negative ELBO per residue (the first ``W`` residues of every held-out record, the END
-  token's cost included, ``--draws`` posterior draws averaged), with the family labels and with the
-  null label, next to the unigram and per-family unigram baselines on the same residues;
+- held-out negative ELBO per residue (the first ``W`` residues of every held-out record, or of every
+  record of ``--data``, the END token's cost included, ``--draws`` posterior draws averaged), with the
+  family labels and with the null label, next to the unigram and per-family unigram baselines on the
+  same residues (``--num 0`` stops here);
 - sample statistics (``sequence_eval.sample_quality``) of unconditional samples vs held-out sequences;
 - family fidelity: the fraction of family-conditional samples that the 3-mer naive Bayes classifier
   (fitted on the training split) assigns to the requested family (``sequence_eval.conditional_report``);
@@ -44,6 +45,7 @@ from protgen_jax.data.fixed_width import (
     reconstruction_mask,
     tokens_to_strings,
 )
+from protgen_jax.data.sequences import read_sequences
 from protgen_jax.errors import DataError
 from protgen_jax.metrics import kmer_counts, read_composition_csv, spearman
 from protgen_jax.properties import BUILTIN, builtin_properties
@@ -70,8 +72,15 @@ COMMANDS = {
         Option("temperature", float, 1.0, "softmax temperature (0 = argmax)", low=0),
     ),
     "evaluate": (
-        Option("num", int, 200, "unconditional samples for the sample statistics", low=2),
-        Option("draws", int, 4, "posterior draws per held-out sequence in the ELBO", low=1),
+        Option(
+            "num",
+            int,
+            200,
+            "unconditional samples for the sample statistics (0 = likelihood only)",
+            low=0,
+        ),  # fmt: skip
+        Option("draws", int, 4, "posterior draws per scored sequence in the ELBO", low=1),
+        Option("data", str, None, "FASTA to score (default: the run's held-out split)"),
     ),
 }
 
@@ -283,52 +292,70 @@ def property_tracking(
 
 
 def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
-    """``protgen evaluate``: the reports of the module docstring, written to ``--out`` (JSON)."""
+    """``protgen evaluate``: the reports of the module docstring, written to ``--out`` (JSON).
+
+    ``--data FASTA`` scores that file's records (first ``W`` residues; families outside the run's
+    vocabulary, e.g. its ``unseen.fasta``, with the null label) instead of the held-out split;
+    ``--num 0`` stops after the likelihood.
+    """
     vae, cfg, data = vae_of(run), run.config, run.data
     started, out = time.perf_counter(), Path(opts.out)
+    if int(opts.num) == 1:
+        raise DataError("--num must be 0 (likelihood only) or >= 2 (diversity needs pairs), got 1")
     seqs = data.sequences
     train_idx, held_idx = data.split(False), data.split(True)
     train_seqs = [seqs.sequence(i) for i in train_idx]
-    held_seqs = [seqs.sequence(i)[: cfg.width] for i in held_idx]
     labels = seqs.labels[held_idx]
-    null = np.full(len(held_idx), vae.null_family, np.int32)
-    known = np.where(labels >= 0, labels, vae.null_family).astype(np.int32)
-    own = data.properties[held_idx] if vae.property_names else None  # first-W values
+    if opts.data:
+        scored = read_sequences(opts.data, family_names=vae.family_names)
+        source, own = str(opts.data), None
+    else:
+        scored = seqs.subset(held_idx)
+        source = "validation split"
+        own = data.properties[held_idx] if vae.property_names else None  # first-W values
+    scored_seqs = [scored.sequence(i)[: cfg.width] for i in range(len(scored))]
+    known = np.where(scored.labels >= 0, scored.labels, -1).astype(np.int32)
     train_labels = seqs.labels[train_idx]
     unigram = UnigramBaseline.fit(train_seqs, train_labels, len(vae.family_names))
     draws = int(opts.draws)
 
     def nll(s, lab, k, given=None):
-        lab = np.where(lab >= 0, lab, vae.null_family) if vae.conditional else null
-        return score_rows(vae, s, lab, k, draws, given)
+        lab = np.asarray(lab) if vae.conditional else np.full(len(s), -1)
+        return score_rows(vae, s, np.where(lab >= 0, lab, vae.null_family), k, draws, given)
 
     report: dict[str, Any] = {
         "condition": cfg.condition,
         "properties": list(vae.property_names),
         "width": cfg.width,
+        "data": source,
         "likelihood": (
             f"negative ELBO (upper bound on -log p), {draws} posterior draws, nats per residue "
-            f"over the first {cfg.width} residues of each held-out record; the END token's cost "
+            f"over the first {cfg.width} residues of each scored record; the END token's cost "
             "is in the numerator, not a residue of the denominator; the decoder's properties at "
             "their training mean (own-property scores: `given_own_properties`)"
         ),
         "num_heldout": len(held_idx),
+        "num_scored": len(scored_seqs),
     }
     report.update(
         perplexity_report(
-            nll, held_seqs, known if vae.conditional else np.full(len(held_idx), -1),
+            nll, scored_seqs, known if vae.conditional else np.full(len(scored_seqs), -1),
             keys.named(key, "likelihood"), unigram,
         )
     )  # fmt: skip
     report["unigram_nll_per_residue"] = float(np.log(report["baselines"]["unigram"]))
     if own is not None:  # conditional on each sequence's own property values (not p(x | family))
-        total = nll(held_seqs, labels, keys.named(key, "likelihood"), own).sum()
+        total = nll(scored_seqs, labels, keys.named(key, "likelihood"), own).sum()
         per_residue = float(total / report["num_residues"])
         report["given_own_properties"] = {
             "nll_per_residue": per_residue, "perplexity": float(np.exp(per_residue)),
         }  # fmt: skip
-    # unconditional samples
     num = int(opts.num)
+    if num == 0:
+        report["seconds"] = time.perf_counter() - started
+        save_json_atomic(out, report)
+        return report
+    # unconditional samples
     rows = generate_rows(
         vae, keys.named(key, "unconditional"), np.full(num, vae.null_family, np.int32),
         draw_properties(vae, np.full(num, vae.null_family), {},

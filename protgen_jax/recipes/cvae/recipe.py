@@ -12,8 +12,13 @@ z-scored with the training split's mean and standard deviation (stored in the ru
 properties (``builtin:net_charge,hydrophobic_fraction``, :mod:`protgen_jax.properties`) are computed
 on the row the model sees (the training window); CSV properties are per record.
 
+``unseen_families`` leaves whole families out of training and of the label vocabulary (the rule of
+the sequence-diffusion recipe, ``data.sequences.leave_families_out``); their sequences go to
+``RUN/unseen.fasta`` for ``protgen evaluate RUN --data``.
+
 Run folder: ``config.json``, ``run.json``, ``data.npz`` (sequences, split, raw properties, their
-names, mean and std), ``checkpoints/``, ``metrics.jsonl``, ``curves.png``, ``summary.json``.
+names, mean and std), ``unseen.fasta`` (with ``unseen_families``), ``checkpoints/``,
+``metrics.jsonl``, ``curves.png``, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from protgen_jax.data.fixed_width import END, VOCAB, coverage, encode_many
 from protgen_jax.data.sequences import (
     SequenceSet,
     holdout_mask,
+    leave_families_out,
     load_sequence_set,
     read_sequences,
     save_sequence_set,
+    write_sequence_set,
 )
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
@@ -62,6 +69,7 @@ class CVAEConfig(TrainConfig):
     data: str = ""  # unaligned FASTA, FAMILY|id headers; "" = the registry's domain sequences
     width: int = 128  # W: fixed row width (longer sequences are cropped, shorter end with END)
     holdout_fraction: float = 0.05  # hash split of protgen_jax.data.sequences (= seqdiff's)
+    unseen_families: tuple[str, ...] = ()  # left out of training entirely: RUN/unseen.fasta
     condition: str = "family"  # "family" (conditional VAE) or "none" (the plain VAE)
     properties: str = ""  # "" | CSV (id + numeric columns) | "builtin:net_charge,..."
     label_dropout: float = 0.1  # probability of training with the null family label
@@ -109,6 +117,7 @@ class PreparedCVAE(NamedTuple):
     property_mean: np.ndarray
     property_std: np.ndarray
     property_source: str
+    unseen: SequenceSet | None = None  # the left-out families (only while preparing)
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -141,7 +150,8 @@ def property_table(
 def prepare(config: CVAEConfig) -> PreparedCVAE:
     """Read the FASTA, split it by the hash rule and compute / read the properties."""
     path = Path(config.data) if config.data else default_data()
-    seqs = read_sequences(path)
+    # leave-families-out: whole families never seen in training
+    seqs, unseen = leave_families_out(read_sequences(path), config.unseen_families, path)
     if config.condition == "family" and not seqs.family_names:
         raise DataError(
             f"{path}: no header has a FAMILY|id prefix; condition=family needs family labels "
@@ -156,7 +166,14 @@ def prepare(config: CVAEConfig) -> PreparedCVAE:
     std = train.std(0) if len(train) else np.ones(len(names), np.float32)
     std = np.where(std > 1e-6, std, 1.0)
     return PreparedCVAE(
-        seqs, holdout, values, names, mean.astype(np.float32), std.astype(np.float32), source
+        seqs,
+        holdout,
+        values,
+        names,
+        mean.astype(np.float32),
+        std.astype(np.float32),
+        source,
+        unseen,
     )
 
 
@@ -282,7 +299,11 @@ class CVAERecipe(Recipe):
         return prepare(config)
 
     def save_data(self, run: RunDir, data: PreparedCVAE) -> None:
+        """``data.npz``; the left-out families' sequences in ``unseen.fasta`` (``protgen evaluate
+        RUN --data`` scores them)."""
         save_prepared(run.file(self.data_file), data)
+        if data.unseen is not None:
+            write_sequence_set(run.file("unseen.fasta"), data.unseen)
 
     def load_data(self, run: RunDir) -> PreparedCVAE:
         return load_prepared(run.file(self.data_file))

@@ -8,7 +8,9 @@ run as the model: held-out per-residue perplexity (OADM from its exact-order lik
 the relaxation from their variational bounds: upper bounds, so the perplexities are too), with the family
 label where known and with the null label, next to the uniform, unigram and per-family unigram models;
 sequences longer than ``max_len`` are scored as consecutive chunks, of ``--sequences`` sequences drawn at
-random (default the run's ``eval_sequences``; 0 = all). With ``--num`` > 0 also: unconditional sample
+random (default the run's ``eval_sequences``; 0 = all). ``--temperature`` and ``--background-mix`` w
+calibrate the perplexity's predictions: ``(1 - w) softmax(l / tau) + w q`` with q the run's training
+composition (``model.background_mixed``). With ``--num`` > 0 also: unconditional sample
 quality, family fidelity of conditional samples at each ``eval_guidance`` scale, and inpainting recovery
 of 15% / 30% hidden residues. Each stage shows a progress bar (not with ``--quiet``) and the JSON is
 rewritten after each one (``complete``: false, ``pending``: the stages left), so an interrupted
@@ -81,6 +83,15 @@ COMMANDS = {
             1.0,
             "divides the logits of the perplexity (calibration)",
             low=0.01,
+        ),
+        Option(
+            "background_mix",
+            float,
+            0.0,
+            "weight w of the training composition q in the perplexity's predictions, "
+            "(1 - w) p_model + w q (calibration for unfamiliar sequences)",
+            low=0.0,
+            high=0.99,
         ),
     ),
 }
@@ -221,15 +232,19 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         save_json_atomic(out, result)
 
     result["likelihood_temperature"] = float(opts.temperature)
+    result["likelihood_background_mix"] = float(opts.background_mix)
+    unigram = _unigram(run)
+    background = (float(opts.background_mix), unigram.row(-1))
     pieces, piece_labels = chunk_all(seqs, labels, cfg.max_len)
     passes = 2 if np.any(piece_labels >= 0) else 1  # with the family labels, then the null label
     with progress_bar(passes * len(pieces), "held-out likelihood", progress) as bar:
         result.update(
             perplexity_report(
                 lambda s, lab, k: sequence_nll(
-                    run.model, run.params, k, s, lab, cfg, bar=bar, temperature=opts.temperature
+                    run.model, run.params, k, s, lab, cfg, bar=bar, temperature=opts.temperature,
+                    background=background,
                 ),
-                pieces, piece_labels, keys.named(key, "perplexity"), _unigram(run),
+                pieces, piece_labels, keys.named(key, "perplexity"), unigram,
             )
         )  # fmt: skip
     finished("perplexity")

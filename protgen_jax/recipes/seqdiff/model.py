@@ -9,6 +9,11 @@ labels ``cond [B]`` int32 with ``num_families`` as the null class.
 Guidance ``s`` blends logits ``l_null + s (l_family - l_null)`` (``s = 1``: conditional, ``s = 0``:
 the null label alone, one network pass). Temperature ``tau`` divides the logits; ``tau = 0`` replaces
 them by ``0`` at ``argmax`` and ``-1e9`` elsewhere, so every draw from them is the argmax (greedy).
+
+A background mixture of weight ``w`` with a composition ``q [20]`` (the training unigram) replaces the
+prediction by ``p = (1 - w) softmax(l / tau) + w q`` (logits ``log p``). Its log-loss is at most
+``(1 - w)`` times the network's plus ``w`` times the composition's (``-log`` is convex), and it caps
+the loss of any residue at ``-log(w q_a)``: a hedge for sequences unlike the training families.
 """
 
 from __future__ import annotations
@@ -61,6 +66,27 @@ def _append_mask_logit(logits_fn, x_t, t, mask, cond):
 
 def _tempered(logits_fn, inv_temperature, x_t, t, mask, cond):
     return logits_fn(x_t, t, mask, cond) * inv_temperature
+
+
+def _background_mixed(logits_fn, log_weights, log_background, x_t, t, mask, cond):
+    """``log((1 - w) softmax(l) + w q)`` ``[B, L, 20]``; ``log_weights = (log(1 - w), log w)``,
+    ``log_background = log q [20]``."""
+    log_p = jax.nn.log_softmax(logits_fn(x_t, t, mask, cond).astype(jnp.float32), axis=-1)
+    log_q = jnp.broadcast_to(log_background, log_p.shape)
+    return jnp.logaddexp(log_weights[0] + log_p, log_weights[1] + log_q)
+
+
+def background_mixed(logits_fn: Callable, weight: float, log_background: Any) -> Partial:
+    """``logits_fn`` (20 amino-acid logits) mixed with the composition ``exp(log_background) [20]`` at
+    weight ``weight`` in [0, 1) (see the module docstring); a pytree, so new weights reuse compiles."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"background weight must be in [0, 1), got {weight}")
+    log_q = jnp.asarray(log_background, jnp.float32)
+    if log_q.shape != (vocab.K_AA,):
+        raise ValueError(f"background must be [{vocab.K_AA}] log-probabilities, got {log_q.shape}")
+    log_q = jax.nn.log_softmax(log_q)
+    log_weights = jnp.log(jnp.asarray([1.0 - weight, weight], jnp.float32))
+    return Partial(_background_mixed, logits_fn, log_weights, log_q)
 
 
 def _greedy(logits_fn, x_t, t, mask, cond):
@@ -165,17 +191,22 @@ class SeqDiffModel:
 
     def nll(
         self, params: Any, key: jax.Array, x0: jax.Array, mask: jax.Array, cond: jax.Array,
-        temperature: float = 1.0,
+        temperature: float = 1.0, background: tuple[float, Any] | None = None,
     ):  # fmt: skip
         """Per-sequence upper bound on ``-log p(x0 | family)`` in nats ``[B]``.
 
         OADM: minus the exact-order log-likelihood averaged over ``eval_orders`` random orders; D3PM:
         the full variational bound (T terms); relax: the embedding-diffusion bound. ``temperature`` tau
-        > 0 divides the network's logits first (calibration; 1 = the model as trained).
+        > 0 divides the network's logits first, then ``background = (w, log q [20])`` mixes the
+        prediction with the composition q (:func:`background_mixed`); both are calibrations, the
+        defaults give the model as trained.
         """
-        fn = self.logits_fn(params)
+        fn = Partial(self.module.apply, params)
         if temperature != 1.0:
             fn = Partial(_tempered, fn, jnp.float32(1.0 / temperature))
+        if background is not None and background[0] > 0.0:
+            fn = background_mixed(fn, float(background[0]), background[1])
+        fn = self._k_logits(fn)
         if self.method == "oadm":
             return -oadm_log_likelihood(key, fn, x0, mask, self.eval_orders, cond)
         if self.method == "d3pm":
@@ -337,9 +368,10 @@ def sequence_nll(
     progress: bool | None = None,
     bar: Any = None,
     temperature: float = 1.0,
+    background: tuple[float, Any] | None = None,
 ) -> np.ndarray:
     """Per-sequence NLL bound ``[N]`` (nats) of sequences <= max_len, batched by bucket (logits divided
-    by ``temperature``, see :meth:`SeqDiffModel.nll`).
+    by ``temperature`` and mixed with ``background = (w, log q)``, see :meth:`SeqDiffModel.nll`).
 
     labels ``[N]`` (-1 = null class). Every batch of the bucket of length ``L_b`` has
     ``tokens_per_batch // L_b`` rows (:func:`padded_map`), so each bucket compiles once whatever the
@@ -363,7 +395,7 @@ def sequence_nll(
             batch_key = jax.random.fold_in(bucket_key, int(chunk[0]))
             return model.nll(
                 params, batch_key, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(cond),
-                temperature,
+                temperature, background,
             )  # fmt: skip
 
         chunks = np.arange(len(rows)) // size

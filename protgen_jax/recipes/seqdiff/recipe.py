@@ -34,15 +34,15 @@ import optax
 from protgen_jax import alphabet as vocab
 from protgen_jax import keys
 from protgen_jax.data import resolve
-from protgen_jax.data.fasta import write_fasta
 from protgen_jax.data.sequences import (
     SequenceSet,
     bucket_index,
     holdout_mask,
+    leave_families_out,
     load_sequence_set,
     read_sequences,
     save_sequence_set,
-    split_families,
+    write_sequence_set,
 )
 from protgen_jax.errors import DataError
 from protgen_jax.fit import (
@@ -282,12 +282,8 @@ class SeqDiffRecipe(Recipe):
     def prepare(self, config: SeqDiffConfig, progress: bool) -> PreparedData:
         """Read the FASTA (letter rule of ``data.sequences``) and apply the hash split."""
         path = Path(config.data) if config.data else default_data()
-        data, unseen = read_sequences(path), None
-        if config.unseen_families:  # leave-families-out: whole families never seen in training
-            try:
-                data, unseen = split_families(data, tuple(config.unseen_families))
-            except DataError as err:
-                raise DataError(f"{path}: unseen_families: {err}") from None
+        # leave-families-out: whole families never seen in training
+        data, unseen = leave_families_out(read_sequences(path), config.unseen_families, path)
         holdout = holdout_mask(data.ids, config.holdout_fraction)
         if holdout.all() or len(data) < 2:
             raise DataError(
@@ -314,10 +310,7 @@ class SeqDiffRecipe(Recipe):
         the left-out families' sequences in ``unseen.fasta`` (``protgen evaluate RUN --data`` it)."""
         save_sequence_set(run.file(self.data_file), data.sequences, holdout=data.holdout)
         if data.unseen is not None:
-            records = [
-                (i, vocab.decode(data.unseen.sequence(k))) for k, i in enumerate(data.unseen.ids)
-            ]
-            write_fasta(run.file("unseen.fasta"), records)
+            write_sequence_set(run.file("unseen.fasta"), data.unseen)
 
     def load_data(self, run: RunDir) -> PreparedData:
         path = run.file(self.data_file)
