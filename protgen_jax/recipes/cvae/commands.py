@@ -78,7 +78,7 @@ COMMANDS = {
             200,
             "unconditional samples for the sample statistics (0 = likelihood only)",
             low=0,
-        ),  # fmt: skip
+        ),
         Option("draws", int, 4, "posterior draws per scored sequence in the ELBO", low=1),
         Option("data", str, None, "FASTA to score (default: the run's held-out split)"),
     ),
@@ -314,7 +314,7 @@ def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str,
         source = "validation split"
         own = data.properties[held_idx] if vae.property_names else None  # first-W values
     scored_seqs = [scored.sequence(i)[: cfg.width] for i in range(len(scored))]
-    known = np.where(scored.labels >= 0, scored.labels, -1).astype(np.int32)
+    known = scored.labels.astype(np.int32)  # -1: no family the run knows
     train_labels = seqs.labels[train_idx]
     unigram = UnigramBaseline.fit(train_seqs, train_labels, len(vae.family_names))
     draws = int(opts.draws)
