@@ -13,8 +13,8 @@ from protgen_jax.recipes.seqdiff.model import background_mixed
 TINY = ["num_layers=1", "num_heads=2", "model_dim=16", "max_len=16", "buckets=16"]
 
 
-@pytest.mark.parametrize("method", ["oadm", "d3pm"])
-def test_likelihood_temperature(method):
+def tiny_problem(method):
+    """A 1-layer model with perturbed params and three padded sequences (two family labels, one null)."""
     config = apply_overrides(RECIPE.make_config(method), [*TINY, "num_timesteps=4"])
     model = build_model(config, 2)
     params = model.init(jax.random.key(0))
@@ -23,6 +23,12 @@ def test_likelihood_temperature(method):
     mask = jnp.arange(16)[None, :] < jnp.array([[16], [9], [5]])
     cond = jnp.array([0, 1, 2])
     key = jax.random.key(3)
+    return model, params, x0, mask, cond, key
+
+
+@pytest.mark.parametrize("method", ["oadm", "d3pm"])
+def test_likelihood_temperature(method):
+    model, params, x0, mask, cond, key = tiny_problem(method)
     plain = np.asarray(model.nll(params, key, x0, mask, cond))
     np.testing.assert_allclose(np.asarray(model.nll(params, key, x0, mask, cond, 1.0)), plain)
     hot = np.asarray(model.nll(params, key, x0, mask, cond, 2.0))
@@ -55,14 +61,7 @@ def test_background_mixture_is_the_convex_combination_of_probabilities():
 def test_likelihood_background_mixture(method):
     """OADM's likelihood is exact, so at w -> 1 every residue costs -log q(x); and for every w the
     mixture's loss is at most the convex combination of the model's and the background's."""
-    config = apply_overrides(RECIPE.make_config(method), [*TINY, "num_timesteps=4"])
-    model = build_model(config, 2)
-    params = model.init(jax.random.key(0))
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), params)
-    x0 = jax.random.randint(jax.random.key(2), (3, 16), 0, 20)
-    mask = jnp.arange(16)[None, :] < jnp.array([[16], [9], [5]])
-    cond = jnp.array([0, 1, 2])
-    key = jax.random.key(3)
+    model, params, x0, mask, cond, key = tiny_problem(method)
     log_q = np.log(np.arange(1.0, 21.0) / np.arange(1.0, 21.0).sum())
     plain = np.asarray(model.nll(params, key, x0, mask, cond))
     same = np.asarray(model.nll(params, key, x0, mask, cond, background=(0.0, log_q)))
