@@ -112,13 +112,23 @@ def require_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
 
 
 def require_between(
-    config: Any, name: str, low: float, high: float, *, open_high: bool = False
+    config: Any,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
 ) -> None:
-    """DataError unless ``low <= config.<name> <= high`` (``< high`` with ``open_high``)."""
+    """DataError unless ``low <= config.<name> <= high`` (``low <`` with ``open_low``, ``< high``
+    with ``open_high``)."""
     value = getattr(config, name)
-    if not (low <= value < high if open_high else low <= value <= high):
+    above = low < value if open_low else low <= value
+    below = value < high if open_high else value <= high
+    if not (above and below):
         raise DataError(
-            f"{name} must lie in [{low:g}, {high:g}{')' if open_high else ']'}, got {value}"
+            f"{name} must lie in {'(' if open_low else '['}{low:g}, {high:g}"
+            f"{')' if open_high else ']'}, got {value}"
         )
 
 

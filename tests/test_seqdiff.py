@@ -1,5 +1,6 @@
 """Tests for sequence diffusion: the denoiser, the relaxation math, the seqdiff recipe and its CLI."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from protgen_jax.discrete import relax
 from protgen_jax.errors import DataError
 from protgen_jax.nn.sequence_denoiser import SequenceDenoiser
 from protgen_jax.recipes import recipe_for_model
+from protgen_jax.recipes.base import RunDir
 from protgen_jax.recipes.seqdiff import (
     RECIPE,
     SeqDiffConfig,
@@ -246,13 +248,46 @@ def test_device_batch_draw_shapes_masks_crops_and_label_drop():
     assert np.all(np.asarray(batch["cond"]) == 3)
 
 
+def test_extra_sequences_are_drawn_in_their_share_and_unlabelled():
+    data = _toy_set([5, 9, 16, 17, 30, 32], [0, 1, 2, 0, 1, 2])
+    extra = _toy_set([6, 10, 12, 20, 24, 28, 31, 7], [0, 1, 2, 0, 1, 2, 0, 1])
+    config = apply_overrides(
+        SeqDiffConfig(),
+        ["max_len=32", "buckets=16,32", "tokens_per_batch=64", "extra_fraction=0.3"],
+    )
+    groups = bucket_groups(data, config, null_label=3, cfg_drop=0.0, extra=extra)
+    # bucket 16: 3 training rows (1/6 each of 0.7) + 4 extra (1/8 each of 0.3), batch 4
+    assert groups[0].weight == pytest.approx((3 * 0.7 / 6 + 4 * 0.3 / 8) / 4)
+    assert groups[1].weight == pytest.approx((3 * 0.7 / 6 + 4 * 0.3 / 8) / 2)
+    weights = np.array([g.weight for g in groups])
+    drawn = {"extra": 0.0, "all": 0.0}
+    for group, p in zip(groups, weights / weights.sum(), strict=True):
+        arrays = jax.tree.map(jnp.asarray, group.arrays)
+        draws = jax.vmap(lambda k, g=group, a=arrays: g.draw(a, k, jnp.int32(0)))(
+            jax.random.split(jax.random.key(3), 4000)
+        )
+        cond = np.asarray(draws["cond"])  # training rows keep their label (cfg_drop 0)
+        drawn["extra"] += p * group.batch_size * np.mean(cond == 3)
+        drawn["all"] += p * group.batch_size
+    assert abs(drawn["extra"] / drawn["all"] - 0.3) < 0.015
+
+
 @pytest.mark.parametrize(
     "method, extra",
     [("d3pm", "transition=absorbing"), ("d3pm", "transition=uniform"), ("relax", "clamp=true")],
 )
-def test_one_step_train_nll_and_inpainting(method, extra, slice_fasta, tmp_path):
-    summary = RECIPE.train(_config(method, slice_fasta, extra), tmp_path, progress=False)
+def test_one_step_train_nll_and_inpainting(method, extra, slice_fasta, tmp_path, shared_data):
+    if method == "relax":  # with 40 real PDB chains as unlabelled extra data
+        with open(shared_data / "structures" / "manifest.csv", newline="") as handle:
+            chains = list(csv.DictReader(handle))[:40]
+        extra_path = tmp_path.parent / f"{tmp_path.name}_chains.fasta"
+        write_fasta(extra_path, [(c["name"], c["seq"]) for c in chains])
+        extra = f"{extra} extra_data={extra_path}"
+    summary = RECIPE.train(_config(method, slice_fasta, *extra.split()), tmp_path, progress=False)
     assert summary["steps"] == 1 and summary["num_train"] + summary["num_validation"] > 250
+    assert summary["num_extra"] == (40 if method == "relax" else 0)
+    if method == "relax":
+        assert RECIPE.load_data(RunDir(tmp_path)).extra.ids[0] == chains[0]["name"]
     assert json.loads((tmp_path / "run.json").read_text())["family"] == method
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} == {"train", "eval"}

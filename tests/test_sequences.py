@@ -256,6 +256,27 @@ def test_unseen_families_are_left_out_of_training_and_written_for_evaluation(tmp
     unseen = sq.read_sequences(run.file("unseen.fasta"))
     assert unseen.family_names == ("F2",) and len(unseen) == 20
     assert RECIPE.load_data(run).family_names == ("F1", "F3")
+    assert RECIPE.load_data(run).extra is None
+
+    # unlabelled extra data: minus copies of validation sequences and near-copies of F2
+    validation = [data.sequences.sequence(i) for i in np.flatnonzero(data.holdout)]
+    f2_copy = vocab.decode(unseen.sequence(0))
+    extra_lines = [
+        f">cath|4_1_0|x{i}\n{s}\n" for i, s in enumerate(["ACDEFGHIKL" * 3, "WWYYPP" * 4])
+    ]
+    extra_lines += [f">v\n{vocab.decode(validation[0])}\n", f">near\nG{f2_copy}\n", ">amb\nACXD\n"]
+    extra_path = _write(tmp_path, "".join(extra_lines), "extra.fasta")
+    config = apply_overrides(config, [f"extra_data={extra_path}", "extra_fraction=0.5"])
+    data = RECIPE.prepare(config, progress=False)
+    assert data.extra.ids == ("cath|4_1_0|x0", "cath|4_1_0|x1") and data.extra_dropped == 2
+    assert np.all(data.extra.labels == -1) and data.extra.num_skipped == 0
+    RECIPE.save_data(run, data)
+    np.testing.assert_array_equal(RECIPE.load_data(run).extra.tokens, data.extra.tokens)
+    for bad in ("extra_fraction=1.0", "extra_fraction=0", "extra_max_overlap=2"):
+        with pytest.raises(DataError, match=bad.split("=")[0]):
+            RECIPE.validate(apply_overrides(config, [bad]))
+    with pytest.raises(DataError, match="extra_data '@nothing'"):
+        RECIPE.prepare(apply_overrides(config, ["extra_data=@nothing"]), progress=False)
 
 
 def test_fine_tuning_starts_new_families_from_the_null_family_row():

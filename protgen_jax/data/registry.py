@@ -77,6 +77,7 @@ class Dataset:
     description: str
     files: tuple[str, ...]
     upstream: str = ""  # where the data come from, and their licence
+    in_shared: bool = True  # False: not in shared/data; obtained into the cache on first use
 
 
 DATASETS: dict[str, Dataset] = {
@@ -108,6 +109,15 @@ DATASETS: dict[str, Dataset] = {
         ("family_domains_train.fasta", "uniref50_aa_composition.csv"),
         "Pfam alignments of Kortemme-Lab/covariation (MIT), WW / Kunitz of jertubiana/PGM (BSD-3), "
         "BLAT_ECOLX and SCN5A alignment rows (MIT); composition: microsoft/evodiff (MIT)",
+    ),
+    "cath_s40": Dataset(
+        "cath_s40",
+        "21,090 CATH v4.1 domain sequences, non-redundant at 40% identity (broad unlabelled training "
+        "data for sequence models; not in shared/: downloaded into the cache)",
+        ("cath-dataset-nonredundant-S40.fa",),
+        "CATH v4.1.0 non-redundant S40 set (Sillitoe et al. 2015; CC BY 4.0), from a byte copy "
+        "pinned on GitHub (shouldsee/blosum)",
+        in_shared=False,
     ),
 }
 """The known datasets, by name. Tests may add entries (e.g. with pytest's monkeypatch.setitem)."""

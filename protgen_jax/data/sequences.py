@@ -45,6 +45,7 @@ __all__ = [
     "bucket_index",
     "chunk_sequence",
     "crop_window",
+    "drop_near_copies",
     "family_of",
     "holdout_mask",
     "load_sequence_set",
@@ -201,6 +202,30 @@ def leave_families_out(
         return split_families(data, tuple(names))
     except DataError as err:
         raise DataError(f"{path}: unseen_families: {err}") from None
+
+
+def _kmers(sequence: np.ndarray, k: int) -> set[bytes]:
+    raw = sequence.astype(np.int8).tobytes()
+    return {raw[i : i + k] for i in range(len(raw) - k + 1)}
+
+
+def drop_near_copies(
+    data: SequenceSet, reference: SequenceSet, max_overlap: float, k: int = 6
+) -> tuple[SequenceSet, int]:
+    """``(kept, number dropped)``: the sequences of ``data`` of which at most ``max_overlap`` of the
+    distinct ``k``-mers occur anywhere in ``reference`` (``|kmers(x) & kmers(reference)| <=
+    max_overlap |kmers(x)|``); a sequence shorter than ``k`` is kept. Keeps the order of ``data``.
+    With ``max_overlap = 0.1`` and ``k = 6`` this removes copies and close homologs of the reference
+    (two random 6-mers agree with chance 20**-6), not remote ones."""
+    seen: set[bytes] = set()
+    for i in range(len(reference)):
+        seen |= _kmers(reference.sequence(i), k)
+    keep = []
+    for i in range(len(data)):
+        own = _kmers(data.sequence(i), k)
+        keep.append(len(own & seen) <= max_overlap * len(own))
+    keep = np.asarray(keep, bool)
+    return data.subset(np.flatnonzero(keep)), int((~keep).sum())
 
 
 def write_sequence_set(path: str | Path, data: SequenceSet) -> None:

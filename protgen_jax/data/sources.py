@@ -129,6 +129,13 @@ UPSTREAM: dict[tuple[str, str], RemoteFile] = {
         "33206e99446f799ec11cf6e57d66ffaec837be91/data/uniref50_aa_ref_test.csv",
         "225620cad646c368148c83663953bc8f38f7b7f11500a6982666dd0842c60dc8",
     ),
+    # CATH v4.1.0 non-redundant-data-sets/cath-dataset-nonredundant-S40.fa (CC BY 4.0); the copy
+    # committed to shouldsee/blosum at the pinned commit (21,090 records, headers cath|4_1_0|DOMAIN/RANGE).
+    ("cath_s40", "cath-dataset-nonredundant-S40.fa"): RemoteFile(
+        "https://raw.githubusercontent.com/shouldsee/blosum/"
+        "3995d53eadb559f508ed7d7bc331310d4346177c/cath-dataset-nonredundant-S40.fa",
+        "bfaceaf89739cb5fa15ed432c8555c31e0b6dc308557592307a78d224e25909e",
+    ),
 }
 """(dataset, file) -> byte-identical upstream copy. Tests may override entries (monkeypatch.setitem)."""
 

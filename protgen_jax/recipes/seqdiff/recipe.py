@@ -13,7 +13,17 @@ weight ``n_b / B_b`` (every sequence equally likely per step whatever its length
 (``start ~ U{0, ..., len - M}``), pads to ``L_b`` (``mask [B_b, L_b]``) and replaces the family label
 by the null label ``F`` (``num_families``) with probability ``cfg_drop`` or when it is unknown (< 0).
 
-Run folder: ``config.json``, ``run.json``, ``data.npz`` (tokens, labels, split), ``checkpoints/``,
+Broad unlabelled data (``extra_data``, e.g. ``@cath_s40``: 21,090 CATH domains): its sequences train
+the null label and are drawn in a fixed share ``f = extra_fraction`` of the training sequences. Row
+``i`` of a bucket is drawn with weight ``w_i = (1 - f) / N_main`` (a training sequence) or ``f /
+N_extra`` (an extra one), so every sequence of one source is equally likely; the bucket's weight
+becomes ``sum_i w_i / B_b``. Extra sequences that repeat a validation sequence, or (with
+``unseen_families``) share more than ``extra_max_overlap`` of their 6-mers with a left-out family
+(:func:`~protgen_jax.data.sequences.drop_near_copies`), are dropped before training; none is ever
+validated on.
+
+Run folder: ``config.json``, ``run.json``, ``data.npz`` (tokens, labels, split), ``extra.npz`` (the
+kept ``extra_data`` sequences), ``checkpoints/``,
 ``metrics.jsonl``, ``curves.png``, ``summary.json``.
 """
 
@@ -34,9 +44,11 @@ import optax
 from protgen_jax import alphabet as vocab
 from protgen_jax import keys
 from protgen_jax.data import resolve
+from protgen_jax.data.registry import DATASETS
 from protgen_jax.data.sequences import (
     SequenceSet,
     bucket_index,
+    drop_near_copies,
     holdout_mask,
     leave_families_out,
     load_sequence_set,
@@ -84,6 +96,9 @@ class SeqDiffConfig(TrainConfig):
     tokens_per_batch: int = 4096  # batch size of a bucket = tokens_per_batch // its length
     holdout_fraction: float = 0.05  # hash-based validation split (sequences.holdout_mask)
     unseen_families: tuple[str, ...] = ()  # left out of training entirely: RUN/unseen.fasta
+    extra_data: str = ""  # unlabelled FASTA trained with data (null label); "@NAME" = registry
+    extra_fraction: float = 0.2  # share of training draws from extra_data
+    extra_max_overlap: float = 0.1  # drop extra sequences sharing more 6-mers with unseen families
     num_layers: int = 4
     num_heads: int = 4
     model_dim: int = 128
@@ -109,6 +124,16 @@ def default_data() -> Path:
     return resolve("sequences", "family_domains_train.fasta")
 
 
+def extra_data_path(spec: str) -> Path:
+    """``extra_data`` as a file: "@NAME" -> the one file of registry dataset NAME, else a path."""
+    if not spec.startswith("@"):
+        return Path(spec)
+    files = DATASETS[spec[1:]].files if spec[1:] in DATASETS else ()
+    if len(files) != 1:
+        raise DataError(f"extra_data {spec!r}: not a one-file dataset of the registry")
+    return resolve(spec[1:], files[0])
+
+
 class PreparedData(NamedTuple):
     """The sequences a run trains on, with the fixed split (``holdout [N]`` bool), and the sequences of
     the families left out of training (``unseen``; only while preparing: saved as ``unseen.fasta``)."""
@@ -116,6 +141,8 @@ class PreparedData(NamedTuple):
     sequences: SequenceSet
     holdout: np.ndarray
     unseen: SequenceSet | None = None
+    extra: SequenceSet | None = None  # extra_data, kept sequences (null label, training only)
+    extra_dropped: int = 0  # extra sequences dropped as near-copies (only while preparing)
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -162,7 +189,9 @@ def draw_bucket(
     """One batch of a bucket, on the device (pure, static shapes).
 
     ``arrays``: ``tokens [n, W]`` (PAD after each end, ``W >= length``), ``lengths [n]``,
-    ``labels [n]``. With ``B = batch_size`` rows ``r ~ U{0..n-1}`` (with replacement), crop start
+    ``labels [n]`` and optionally ``cumulative [n]`` float32, the normalized cumulative row weights.
+    With ``B = batch_size`` rows ``r ~ U{0..n-1}`` (with replacement; with ``cumulative``, ``r`` =
+    the first row whose cumulative weight exceeds ``u ~ U[0, 1)``), crop start
     ``s ~ U{0..max(len_r - max_len, 0)}`` and ``l = min(len_r, max_len)``:
 
         tokens[i, j] = arrays.tokens[r_i, s_i + j]   for j < l_i, PAD after     [B, length] int32
@@ -171,7 +200,11 @@ def draw_bucket(
     """
     del step
     n, width = arrays["tokens"].shape
-    rows = jax.random.randint(keys.named(key, "rows"), (batch_size,), 0, n)
+    if "cumulative" in arrays:
+        u = jax.random.uniform(keys.named(key, "rows"), (batch_size,))
+        rows = jnp.minimum(jnp.searchsorted(arrays["cumulative"], u, side="right"), n - 1)
+    else:
+        rows = jax.random.randint(keys.named(key, "rows"), (batch_size,), 0, n)
     full = arrays["lengths"][rows]
     start = jax.random.randint(
         keys.named(key, "crop"), (batch_size,), 0, jnp.maximum(full - max_len, 0) + 1
@@ -188,11 +221,24 @@ def draw_bucket(
 
 
 def bucket_groups(
-    data: SequenceSet, config: SeqDiffConfig, null_label: int, cfg_drop: float
+    data: SequenceSet,
+    config: SeqDiffConfig,
+    null_label: int,
+    cfg_drop: float,
+    extra: SequenceSet | None = None,
 ) -> list[BatchGroup]:
-    """One :class:`BatchGroup` per non-empty bucket of ``data`` (see the module docstring)."""
+    """One :class:`BatchGroup` per non-empty bucket of ``data`` and ``extra`` (drawn in the share
+    ``config.extra_fraction``, unlabelled; see the module docstring)."""
     if len(data) == 0:
         raise DataError("no sequences to batch")
+    row_weight = None
+    if extra is not None and len(extra):
+        f = config.extra_fraction
+        row_weight = np.r_[
+            np.full(len(data), (1 - f) / len(data)), np.full(len(extra), f / len(extra))
+        ]
+        unlabelled = dataclasses.replace(extra, labels=np.full(len(extra), -1, np.int32))
+        data = concatenate(data, unlabelled)
     buckets = tuple(config.buckets)
     lengths = data.lengths
     which = bucket_index(np.minimum(lengths, config.max_len), buckets)
@@ -213,12 +259,28 @@ def bucket_groups(
             "lengths": lengths[members].astype(np.int32),
             "labels": data.labels[members].astype(np.int32),
         }
+        weight = len(members) / batch_size
+        if row_weight is not None:
+            w = row_weight[members]
+            arrays["cumulative"] = (np.cumsum(w) / w.sum()).astype(np.float32)
+            weight = float(w.sum()) / batch_size
         draw = functools.partial(
             draw_bucket, batch_size=batch_size, length=int(length), max_len=config.max_len,
             cfg_drop=float(cfg_drop), null_label=int(null_label),
         )  # fmt: skip
-        groups.append(BatchGroup(arrays, draw, batch_size, len(members) / batch_size, f"L{length}"))
+        groups.append(BatchGroup(arrays, draw, batch_size, weight, f"L{length}"))
     return groups
+
+
+def concatenate(first: SequenceSet, second: SequenceSet) -> SequenceSet:
+    """``first`` then ``second`` (the vocabulary of ``first``; ``second``'s labels as they are)."""
+    return SequenceSet(
+        ids=first.ids + second.ids,
+        family_names=first.family_names,
+        labels=np.r_[first.labels, second.labels].astype(np.int32),
+        tokens=np.r_[first.tokens, second.tokens],
+        offsets=np.r_[first.offsets, first.offsets[-1] + second.offsets[1:]].astype(np.int64),
+    )
 
 
 class UnconditionalDenoiser(SequenceDenoiser):
@@ -275,6 +337,9 @@ class SeqDiffRecipe(Recipe):
                 f"tokens_per_batch {config.tokens_per_batch} must be >= max_len {config.max_len}"
             )
         require_between(config, "cfg_drop", 0.0, 1.0, open_high=True)
+        if config.extra_data:
+            require_between(config, "extra_fraction", 0.0, 1.0, open_low=True, open_high=True)
+            require_between(config, "extra_max_overlap", 0.0, 1.0)
         require_at_least(config, ("num_timesteps",), 2)
         require_at_least(config, ("eval_batches", "sample_batch"), 1)
 
@@ -295,7 +360,38 @@ class SeqDiffRecipe(Recipe):
                 "(no family labels; cfg_drop, --family and --guidance do not apply)",
                 file=sys.stderr,
             )
-        return PreparedData(data, holdout, unseen)
+        extra, dropped = self.prepare_extra(config, data, holdout, unseen)
+        return PreparedData(data, holdout, unseen, extra, dropped)
+
+    def prepare_extra(
+        self,
+        config: SeqDiffConfig,
+        data: SequenceSet,
+        holdout: np.ndarray,
+        unseen: SequenceSet | None,
+    ) -> tuple[SequenceSet | None, int]:
+        """``extra_data`` read without labels, minus exact copies of validation sequences and (with
+        ``unseen_families``) near-copies of the left-out families: ``(kept or None, dropped)``."""
+        if not config.extra_data:
+            return None, 0
+        path = extra_data_path(config.extra_data)
+        extra = read_sequences(path, family_names=())
+        validation = {data.sequence(i).tobytes() for i in np.flatnonzero(holdout)}
+        copies = np.array([extra.sequence(i).tobytes() in validation for i in range(len(extra))])
+        kept = extra.subset(np.flatnonzero(~copies))
+        dropped = int(copies.sum())
+        if unseen is not None:
+            kept, near = drop_near_copies(kept, unseen, config.extra_max_overlap)
+            dropped += near
+        if len(kept) == 0:
+            raise DataError(f"{path}: extra_data: no sequence left after dropping {dropped} copies")
+        print(
+            f"extra_data {path}: {len(kept)} sequences ({extra.num_skipped} skipped for ambiguous "
+            f"letters, {dropped} dropped as copies of validation or left-out sequences), "
+            f"{config.extra_fraction:.0%} of the training draws",
+            file=sys.stderr,
+        )
+        return kept, dropped
 
     def adapt_init_leaf(self, name: str, source: np.ndarray, fresh: jax.Array) -> np.ndarray | None:
         """Fine-tuning on other families: every row of the new family table ``[F' + 1, C]`` starts as
@@ -309,6 +405,8 @@ class SeqDiffRecipe(Recipe):
         """The run's sequences and split in ``data.npz`` (sampling and evaluation read only that);
         the left-out families' sequences in ``unseen.fasta`` (``protgen evaluate RUN --data`` it)."""
         save_sequence_set(run.file(self.data_file), data.sequences, holdout=data.holdout)
+        if data.extra is not None:
+            save_sequence_set(run.file("extra.npz"), data.extra)
         if data.unseen is not None:
             write_sequence_set(run.file("unseen.fasta"), data.unseen)
 
@@ -321,8 +419,10 @@ class SeqDiffRecipe(Recipe):
                 f"{run.info}: the run was trained with another token layout than this version's "
                 f"({vocab.LAYOUT}: its networks read MASK and PAD as other tokens); train it again"
             )
-        sequences, extra = load_sequence_set(path)
-        return PreparedData(sequences, extra["holdout"])
+        sequences, arrays = load_sequence_set(path)
+        extra = run.file("extra.npz")
+        extra = load_sequence_set(extra)[0] if extra.exists() else None
+        return PreparedData(sequences, arrays["holdout"], extra=extra)
 
     def describe_data(self, config: SeqDiffConfig, data: PreparedData) -> dict[str, Any]:
         model = self.build_model(config, data)
@@ -334,6 +434,8 @@ class SeqDiffRecipe(Recipe):
             "num_validation": int(data.holdout.sum()),
             "num_families": len(data.family_names),
             "num_skipped_ambiguous": data.sequences.num_skipped,
+            "num_extra": 0 if data.extra is None else len(data.extra),
+            "num_extra_dropped": data.extra_dropped,
             "num_params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(shapes))),
         }
 
@@ -362,7 +464,9 @@ class SeqDiffRecipe(Recipe):
         return model.loss_fn(train=True)
 
     def batches(self, config: SeqDiffConfig, data: PreparedData) -> list[BatchGroup]:
-        return bucket_groups(data.train, config, len(data.family_names), config.cfg_drop)
+        return bucket_groups(
+            data.train, config, len(data.family_names), config.cfg_drop, extra=data.extra
+        )
 
     def make_eval(self, model: SeqDiffModel, config, data: PreparedData, key: jax.Array):
         """Mean loss and aux of ``eval_batches`` fixed validation batches (no label drop).
