@@ -15,10 +15,7 @@ unconditional sample follows the training distribution of properties.
 - sample statistics (``sequence_eval.sample_quality``) of unconditional samples vs held-out sequences;
 - family fidelity: the fraction of family-conditional samples that the 3-mer naive Bayes classifier
   (fitted on the training split) assigns to the requested family (``sequence_eval.conditional_report``);
-- property tracking (built-in properties of the run): for the ``property_families`` largest families
-  and ``property_grid`` values from the training 10th to 90th percentile, ``property_samples``
-  samples each (the other properties at their training mean): Pearson and Spearman correlation of
-  requested vs achieved, the mean achieved per requested value, the fraction assigned to the family.
+- property tracking (built-in properties of the run): :mod:`.property_report`.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from protgen_jax.baselines import KmerNaiveBayes, UnigramBaseline
 from protgen_jax.data import resolve
 from protgen_jax.data.fasta import write_fasta
 from protgen_jax.data.fixed_width import (
-    END,
     cut_at_end,
     encode_many,
     reconstruction_mask,
@@ -47,8 +43,8 @@ from protgen_jax.data.fixed_width import (
 )
 from protgen_jax.data.sequences import read_sequences
 from protgen_jax.errors import DataError
-from protgen_jax.metrics import kmer_counts, read_composition_csv, spearman
-from protgen_jax.properties import BUILTIN, builtin_properties
+from protgen_jax.metrics import kmer_counts, read_composition_csv
+from protgen_jax.properties import BUILTIN
 from protgen_jax.recipes.base import LoadedRun, OutputPlan
 from protgen_jax.recipes.cvae.api import (
     TrainedVAE,
@@ -59,6 +55,7 @@ from protgen_jax.recipes.cvae.api import (
     training_arrays,
     zscore,
 )
+from protgen_jax.recipes.cvae.property_report import achieved, generate_rows, property_tracking
 from protgen_jax.recipes.cvae.recipe import CVAERecipe
 from protgen_jax.recipes.options import Option
 from protgen_jax.sequence_eval import conditional_report, perplexity_report, sample_quality
@@ -146,21 +143,6 @@ def draw_properties(
     return out
 
 
-def generate_rows(
-    vae: TrainedVAE, key: jax.Array, labels: np.ndarray, properties: np.ndarray | None,
-    temperature: float,
-) -> np.ndarray:  # fmt: skip
-    """Rows ``[B, W]``: ``z`` from ``named(key, "z")``, letters from ``named(key, "letters")``."""
-    z = np.asarray(jax.random.normal(keys.named(key, "z"), (len(labels), vae.latent_dim)))
-    return sample_tokens(vae, keys.named(key, "letters"), z, labels, properties, temperature)
-
-
-def achieved(rows: np.ndarray) -> np.ndarray:
-    """Built-in properties ``[B, len(BUILTIN)]`` of sampled rows (the residues before the first END)."""
-    cut = np.where(np.cumsum(rows == END, -1) > 0, END, rows)
-    return builtin_properties(cut, BUILTIN)
-
-
 def sample(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
     """``protgen sample``: FASTA of ``--num`` sequences; headers record the requested family and
     properties and the achieved built-in properties."""
@@ -225,70 +207,6 @@ def score_rows(
 
 
 # ------------------------------------------------------------------------------ evaluate
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def property_tracking(
-    vae: TrainedVAE, key: jax.Array, classifier: KmerNaiveBayes | None, out: Path
-) -> dict[str, Any] | None:
-    """The property-tracking report of the module docstring (None without built-in properties)."""
-    from protgen_jax.plots import plot_scatter
-
-    cfg, data = vae.config, vae.data
-    if not data.builtin:
-        return None
-    train = data.split(False)
-    labels = data.sequences.labels[train]
-    if vae.conditional:
-        counts = np.bincount(labels[labels >= 0], minlength=len(vae.family_names))
-        families = list(np.argsort(-counts)[: max(cfg.property_families, 1)])
-    else:
-        families = [vae.null_family]
-    report: dict[str, Any] = {
-        "families": [vae.family_names[f] if f < vae.null_family else None for f in families],
-        "samples_per_value": cfg.property_samples,
-        "other_properties": "training mean",
-    }
-    for j, name in enumerate(vae.property_names):
-        values = data.properties[train, j]
-        grid = np.percentile(values, np.linspace(10, 90, cfg.property_grid))
-        req_labels = np.repeat(families, cfg.property_grid * cfg.property_samples).astype(np.int32)
-        req_values = np.tile(np.repeat(grid, cfg.property_samples), len(families))
-        props = np.tile(vae.property_mean, (len(req_labels), 1))
-        props[:, j] = req_values
-        rows = generate_rows(vae, keys.named(key, name), req_labels, props, 1.0)
-        got = achieved(rows)[:, BUILTIN.index(name)]
-        seqs = cut_at_end(rows)
-        entry: dict[str, Any] = {
-            "requested_grid": [float(g) for g in grid],
-            "mean_achieved": [float(got[req_values == g].mean()) for g in grid],
-            "pearson": _pearson(req_values, got),
-            "spearman": spearman(req_values, got),
-            "per_family_pearson": {
-                str(report["families"][k]): _pearson(
-                    req_values[req_labels == f], got[req_labels == f]
-                )
-                for k, f in enumerate(families)
-            },
-            "num_empty": int(sum(len(s) == 0 for s in seqs)),
-        }
-        if classifier is not None and vae.conditional:
-            pred = classifier.predict([s if len(s) else np.zeros(1, np.int32) for s in seqs])
-            entry["fraction_assigned_requested_family"] = float(np.mean(pred == req_labels))
-        jitter = keys.numpy_rng(keys.named(key, name, "jitter")).uniform(-0.02, 0.02, len(got))
-        span = float(grid[-1] - grid[0]) or 1.0
-        plot_scatter(
-            req_values + jitter * span, got, out.with_name(f"{out.stem}_{name}.png"),
-            f"requested {name}", f"achieved {name}",
-            f"{name}: pearson {entry['pearson']:.2f}, spearman {entry['spearman']:.2f}",
-        )  # fmt: skip
-        report[name] = entry
-    return report
 
 
 def evaluate(run: LoadedRun, opts: SimpleNamespace, key: jax.Array) -> dict[str, Any]:
