@@ -271,7 +271,9 @@ def test_unseen_families_are_left_out_of_training_and_written_for_evaluation(tmp
     assert data.extra.ids == ("cath|4_1_0|x0", "cath|4_1_0|x1") and data.extra_dropped == 2
     assert np.all(data.extra.labels == -1) and data.extra.num_skipped == 0
     RECIPE.save_data(run, data)
-    np.testing.assert_array_equal(RECIPE.load_data(run).extra.tokens, data.extra.tokens)
+    loaded = RECIPE.load_data(run)
+    np.testing.assert_array_equal(loaded.extra.tokens, data.extra.tokens)
+    assert loaded.extra_dropped == 2
     for bad in ("extra_fraction=1.0", "extra_fraction=0", "extra_max_overlap=2"):
         with pytest.raises(DataError, match=bad.split("=")[0]):
             RECIPE.validate(apply_overrides(config, [bad]))

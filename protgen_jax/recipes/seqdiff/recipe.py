@@ -142,7 +142,9 @@ class PreparedData(NamedTuple):
     holdout: np.ndarray
     unseen: SequenceSet | None = None
     extra: SequenceSet | None = None  # extra_data, kept sequences (null label, training only)
-    extra_dropped: int = 0  # extra sequences dropped as near-copies (only while preparing)
+    extra_dropped: int = (
+        0  # extra_data records dropped as copies of validation / left-out sequences
+    )
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -406,7 +408,8 @@ class SeqDiffRecipe(Recipe):
         the left-out families' sequences in ``unseen.fasta`` (``protgen evaluate RUN --data`` it)."""
         save_sequence_set(run.file(self.data_file), data.sequences, holdout=data.holdout)
         if data.extra is not None:
-            save_sequence_set(run.file("extra.npz"), data.extra)
+            dropped = np.full(len(data.extra), data.extra_dropped, np.int64)  # one [N] array
+            save_sequence_set(run.file("extra.npz"), data.extra, dropped=dropped)
         if data.unseen is not None:
             write_sequence_set(run.file("unseen.fasta"), data.unseen)
 
@@ -420,9 +423,10 @@ class SeqDiffRecipe(Recipe):
                 f"({vocab.LAYOUT}: its networks read MASK and PAD as other tokens); train it again"
             )
         sequences, arrays = load_sequence_set(path)
-        extra = run.file("extra.npz")
-        extra = load_sequence_set(extra)[0] if extra.exists() else None
-        return PreparedData(sequences, arrays["holdout"], extra=extra)
+        if not run.file("extra.npz").exists():
+            return PreparedData(sequences, arrays["holdout"])
+        extra, saved = load_sequence_set(run.file("extra.npz"))
+        return PreparedData(sequences, arrays["holdout"], None, extra, int(saved["dropped"][0]))
 
     def describe_data(self, config: SeqDiffConfig, data: PreparedData) -> dict[str, Any]:
         model = self.build_model(config, data)
