@@ -233,6 +233,11 @@ def test_split_families_equals_reading_a_file_without_them(tmp_path):
     assert vocab.decode(removed.sequence(0)) == "KLMN"
     with pytest.raises(DataError, match="'Z' is not a family"):
         sq.split_families(full, ("Z",))
+    joined = sq.concatenate(kept, removed)
+    assert joined.ids == kept.ids + removed.ids and joined.family_names == ("A", "C")
+    assert vocab.decode(joined.sequence(len(kept))) == "KLMN"
+    for i in range(len(kept)):
+        np.testing.assert_array_equal(joined.sequence(i), kept.sequence(i))
 
 
 def test_unseen_families_are_left_out_of_training_and_written_for_evaluation(tmp_path):

@@ -44,6 +44,7 @@ __all__ = [
     "SequenceSet",
     "bucket_index",
     "chunk_sequence",
+    "concatenate",
     "crop_window",
     "drop_near_copies",
     "family_of",
@@ -161,6 +162,17 @@ class SequenceSet:
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             num_skipped=0,
         )
+
+
+def concatenate(first: SequenceSet, second: SequenceSet) -> SequenceSet:
+    """``first`` then ``second`` (the vocabulary of ``first``; ``second``'s labels as they are)."""
+    return SequenceSet(
+        ids=first.ids + second.ids,
+        family_names=first.family_names,
+        labels=np.r_[first.labels, second.labels].astype(np.int32),
+        tokens=np.r_[first.tokens, second.tokens],
+        offsets=np.r_[first.offsets, first.offsets[-1] + second.offsets[1:]].astype(np.int64),
+    )
 
 
 def split_families(data: SequenceSet, names: tuple[str, ...]) -> tuple[SequenceSet, SequenceSet]:

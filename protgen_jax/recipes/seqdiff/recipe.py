@@ -48,6 +48,7 @@ from protgen_jax.data.registry import DATASETS
 from protgen_jax.data.sequences import (
     SequenceSet,
     bucket_index,
+    concatenate,
     drop_near_copies,
     holdout_mask,
     leave_families_out,
@@ -141,10 +142,10 @@ class PreparedData(NamedTuple):
     sequences: SequenceSet
     holdout: np.ndarray
     unseen: SequenceSet | None = None
-    extra: SequenceSet | None = None  # extra_data, kept sequences (null label, training only)
-    extra_dropped: int = (
-        0  # extra_data records dropped as copies of validation / left-out sequences
-    )
+    # extra_data: the kept sequences (null label, training only), and how many records were dropped
+    # as copies of validation or left-out sequences
+    extra: SequenceSet | None = None
+    extra_dropped: int = 0
 
     @property
     def family_names(self) -> tuple[str, ...]:
@@ -272,17 +273,6 @@ def bucket_groups(
         )  # fmt: skip
         groups.append(BatchGroup(arrays, draw, batch_size, weight, f"L{length}"))
     return groups
-
-
-def concatenate(first: SequenceSet, second: SequenceSet) -> SequenceSet:
-    """``first`` then ``second`` (the vocabulary of ``first``; ``second``'s labels as they are)."""
-    return SequenceSet(
-        ids=first.ids + second.ids,
-        family_names=first.family_names,
-        labels=np.r_[first.labels, second.labels].astype(np.int32),
-        tokens=np.r_[first.tokens, second.tokens],
-        offsets=np.r_[first.offsets, first.offsets[-1] + second.offsets[1:]].astype(np.int64),
-    )
 
 
 class UnconditionalDenoiser(SequenceDenoiser):
