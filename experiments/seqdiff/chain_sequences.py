@@ -16,7 +16,9 @@ that are neither the training families nor the left-out ones::
 and, with ``--with-domains --repeat K``, to write a broader training file: the domain set followed
 by K copies of the chains (ids ``NAME.k``; unlabelled, so they train the null label), which raises
 the chains' share of training draws (3% of the sequences once; 19% with K = 8 and five families
-left out).
+left out). That file reproduces the chains run of ``experiments/seqdiff/README.md``; the recipe's own
+way is ``--set extra_data=chains.fasta --set extra_fraction=0.2``, which keeps the copies out of the
+validation split and sets the share directly.
 """
 
 from __future__ import annotations
