@@ -24,7 +24,7 @@ from protgen_jax import alphabet as vocab
 from protgen_jax.data import resolve
 from protgen_jax.data.fasta import write_fasta
 from protgen_jax.data.sequences import SequenceSet, read_sequences, split_families
-from protgen_jax.recipes.seqdiff.recipe import extra_data_path
+from protgen_jax.recipes.seqdiff.batches import extra_data_path
 
 
 def digital(pyhmmer, data: SequenceSet, indices, prefix: str):

@@ -304,7 +304,7 @@ def read_sequences(
 
 
 def save_sequence_set(path: str | Path, data: SequenceSet, **extra: np.ndarray) -> None:
-    """Write ``data`` (and named ``[N]`` arrays such as a split) to a compressed ``.npz``, atomically."""
+    """Write ``data`` (and named arrays: a ``[N]`` split, a count) to a compressed ``.npz``, atomically."""
     path = Path(path)
     save_npz_atomic(
         path, tokens=data.tokens, offsets=data.offsets, labels=data.labels, ids=np.asarray(data.ids),

@@ -17,6 +17,7 @@ network, generation), ``commands`` (``sample``, ``evaluate``, :data:`RECIPE`). B
 statistics live in :mod:`protgen_jax.baselines` and :mod:`protgen_jax.metrics`.
 """
 
+from protgen_jax.recipes.seqdiff.batches import bucket_groups, draw_bucket
 from protgen_jax.recipes.seqdiff.commands import RECIPE, SeqDiff
 from protgen_jax.recipes.seqdiff.model import (
     SeqDiffModel,
@@ -29,8 +30,6 @@ from protgen_jax.recipes.seqdiff.recipe import (
     PreparedData,
     SeqDiffConfig,
     SeqDiffRecipe,
-    bucket_groups,
-    draw_bucket,
 )
 
 __all__ = [
